@@ -1,0 +1,174 @@
+// Package app runs one imbridge process: it opens the event log, builds the gRPC server (callback
+// services, EventService, health, reflection) and the HTTP gateway, serves both, and shuts them down
+// in order. It owns the process lifecycle and nothing else.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/imbridge/imbridge/eventlog"
+	"github.com/imbridge/imbridge/gateway"
+	"github.com/imbridge/imbridge/server"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultHTTPAddr        = ":8080"
+	DefaultGRPCAddr        = ":9090"
+	DefaultShutdownTimeout = 15 * time.Second
+)
+
+// Config is everything `imbridge serve` can be told.
+type Config struct {
+	HTTPAddr string // callbacks, /healthz, /readyz; default ":8080"
+	GRPCAddr string // EventService, callback services, health, reflection; default ":9090"
+	DataDir  string // embedded event log; default "data"
+	NATSURL  string // external NATS instead of the embedded server
+	// PoliciesFile is the per-command YAML (deadline, failure policy, wait); empty: defaults.
+	PoliciesFile    string
+	MaxBodyBytes    int64
+	SyncAlways      bool
+	TencentSdkAppID string
+	TencentToken    string
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	// OnListening, if set, is called with the bound addresses once both listeners are open.
+	OnListening func(httpAddr, grpcAddr net.Addr)
+}
+
+// Run serves until ctx ends, then shuts down: health NOT_SERVING, HTTP stops taking callbacks and
+// finishes those in flight, subscriber streams end (their unacked events go back to their groups),
+// the gRPC server stops, and last the event log closes.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = DefaultHTTPAddr
+	}
+	if cfg.GRPCAddr == "" {
+		cfg.GRPCAddr = DefaultGRPCAddr
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	logger := cfg.Logger
+
+	var policies *server.Policies
+	if cfg.PoliciesFile != "" {
+		p, err := server.LoadPolicies(cfg.PoliciesFile)
+		if err != nil {
+			return err
+		}
+		policies = p
+	}
+
+	log, err := eventlog.Open(ctx, eventlog.Options{
+		DataDir: cfg.DataDir, URL: cfg.NATSURL, SyncAlways: cfg.SyncAlways, Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	closeCtx := context.WithoutCancel(ctx)
+	defer func() {
+		lctx, cancel := context.WithTimeout(closeCtx, cfg.ShutdownTimeout)
+		defer cancel()
+		if err := log.Close(lctx); err != nil {
+			logger.Error("close event log", "err", err)
+		}
+	}()
+
+	srv, err := server.New(server.Options{Log: log, Policies: policies, Logger: logger})
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(ctx, gateway.Options{
+		OpenIM:          srv.OpenIM(),
+		Tencent:         srv.Tencent(),
+		Ready:           srv.Ready,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		TencentSdkAppID: cfg.TencentSdkAppID,
+		TencentToken:    cfg.TencentToken,
+		Logger:          logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		httpLis.Close()
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+
+	gs := grpc.NewServer()
+	srv.Register(gs)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	hsrv := &http.Server{
+		Handler:           gw,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+
+	logger.Info("http listening", "addr", httpLis.Addr().String())
+	logger.Info("grpc listening", "addr", grpcLis.Addr().String())
+	if cfg.OnListening != nil {
+		cfg.OnListening(httpLis.Addr(), grpcLis.Addr())
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := gs.Serve(grpcLis); err != nil {
+			return fmt.Errorf("grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down")
+		sctx, cancel := context.WithTimeout(closeCtx, cfg.ShutdownTimeout)
+		defer cancel()
+		hs.Shutdown() // health: NOT_SERVING
+		if err := hsrv.Shutdown(sctx); err != nil {
+			logger.Warn("http shutdown", "err", err)
+		}
+		if err := srv.Close(sctx); err != nil {
+			logger.Warn("subscribers", "err", err)
+		}
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			gs.Stop()
+		}
+		return nil
+	})
+	return g.Wait()
+}

@@ -1,0 +1,54 @@
+// Command imbridge is the IM webhook bridge: `serve` runs it, `tail` prints its events, `send` posts
+// a callback to it the way an IM server would.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `imbridge: one webhook URL for IM servers, typed events over gRPC for internal services.
+
+Usage:
+  imbridge serve [flags]           run the bridge (HTTP :8080, gRPC :9090, event log in ./data)
+  imbridge tail [flags]            subscribe and print each event as one JSON line
+  imbridge send [flags] FILE|NAME  post a callback file or a built-in example, print the answer
+
+Every flag has an environment twin: --http-addr is IMBRIDGE_HTTP_ADDR. "imbridge CMD -h" lists them.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = serve(ctx, args)
+	case "tail":
+		err = tail(ctx, args)
+	case "send":
+		err = send(ctx, args, os.Stdout)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "imbridge: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imbridge:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/imbridge/imbridge/app"
+	"github.com/imbridge/imbridge/gateway"
+)
+
+func serve(ctx context.Context, args []string) error {
+	fs := newFlagSet("serve", "[flags]")
+	var cfg app.Config
+	var logLevel slog.Level
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", app.DefaultHTTPAddr, "HTTP address IM servers post callbacks to")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", app.DefaultGRPCAddr, "gRPC address for subscribers, grpcurl and health checks")
+	fs.StringVar(&cfg.DataDir, "data-dir", "data", "directory of the embedded event log")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server (nats://host:4222) instead of the embedded one")
+	fs.StringVar(&cfg.PoliciesFile, "config", "", "YAML file with per-command deadline, failure_policy and wait")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest callback body accepted")
+	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every event before answering (survives power loss, slower)")
+	fs.StringVar(&cfg.TencentSdkAppID, "tencent-sdkappid", "", "refuse Tencent callbacks whose SdkAppid differs")
+	fs.StringVar(&cfg.TencentToken, "tencent-token", "", "Tencent callback authentication token: check Sign and RequestTime")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
+	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+	return app.Run(ctx, cfg)
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+func tail(ctx context.Context, args []string) error {
+	fs := newFlagSet("tail", "[flags]")
+	addr := fs.String("server", "localhost:9090", "bridge gRPC address")
+	group := fs.String("group", "", "consumer group (durable, events acked after printing); empty: live tail")
+	var kinds, commands, sources, groupIDs listFlag
+	fs.Var(&kinds, "kind", "event kinds: raw, group_info_changed, member_quit (repeatable, comma-separated)")
+	fs.Var(&commands, "command", "vendor command names (repeatable, comma-separated)")
+	fs.Var(&sources, "source", "openim, tencent (repeatable, comma-separated)")
+	fs.Var(&groupIDs, "group-id", "IM group ids (repeatable, comma-separated)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	filter := &pb.EventFilter{Commands: commands, GroupIds: groupIDs}
+	for _, k := range kinds {
+		v, ok := pb.EventKind_value["EVENT_KIND_"+upper(k)]
+		if !ok {
+			return fmt.Errorf("unknown kind %q", k)
+		}
+		filter.Kinds = append(filter.Kinds, pb.EventKind(v))
+	}
+	for _, s := range sources {
+		v, ok := pb.Source_value["SOURCE_"+upper(s)]
+		if !ok {
+			return fmt.Errorf("unknown source %q", s)
+		}
+		filter.Sources = append(filter.Sources, pb.Source(v))
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return printEvents(ctx, pb.NewEventServiceClient(conn), &pb.Subscription{Group: *group, Filter: filter}, os.Stdout)
+}
+
+// printEvents subscribes and writes each event as one protojson line, acking it when in a group.
+func printEvents(ctx context.Context, c pb.EventServiceClient, sub *pb.Subscription, w io.Writer) error {
+	stream, err := c.Subscribe(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}}); err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		ev := resp.GetEvent()
+		if ev == nil {
+			continue
+		}
+		line, err := protojson.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "%s\n", line); err != nil {
+			return err
+		}
+		if sub.Group != "" {
+			if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: ev.Id}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case c == '-':
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"net/http"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/examples"
+	"github.com/imbridge/imbridge/internal/bridgetest"
+)
+
+func postQuit(t *testing.T, b *bridgetest.Bridge, group string) {
+	t.Helper()
+	body := []byte(`{"callbackCommand":"callbackAfterQuitGroupCommand","groupID":"` + group + `","userID":"u"}`)
+	if status, out := b.Post(t, http.MethodPost, "/openim/callbackAfterQuitGroupCommand", nil, body); status != http.StatusOK {
+		t.Fatalf("post: %d %s", status, out)
+	}
+}
+
+// TestGroupGetsEventsStoredBeforeItConnected: an event answered "OK" while nobody listened reaches a
+// group member that connects later.
+func TestGroupGetsEventsStoredBeforeItConnected(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	postQuit(t, b, "G1")
+	sub := b.Subscribe(t, &pb.Subscription{Group: "late"})
+	if ev := sub.Next(); ev.GetMemberQuit().GetGroupId() != "G1" {
+		t.Errorf("event %v; want the quit from G1", ev)
+	}
+}
+
+// TestGroupsEachGetEveryEvent and members of one group share them.
+func TestGroupsAndMembers(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	a1 := b.Subscribe(t, &pb.Subscription{Group: "a", MaxInFlight: 1})
+	a2 := b.Subscribe(t, &pb.Subscription{Group: "a", MaxInFlight: 1})
+	other := b.Subscribe(t, &pb.Subscription{Group: "b"})
+	postQuit(t, b, "G1")
+	postQuit(t, b, "G2")
+	// With one event in flight each, the two members of "a" hold one event each.
+	e1, e2 := a1.Next(), a2.Next()
+	if e1.Id == e2.Id {
+		t.Errorf("both members of a got event %s; want one each", e1.Id)
+	}
+	a1.Ack(e1.Id)
+	a2.Ack(e2.Id)
+	got := map[string]bool{other.Next().GetMemberQuit().GetGroupId(): true, other.Next().GetMemberQuit().GetGroupId(): true}
+	if !got["G1"] || !got["G2"] {
+		t.Errorf("group b got %v; want both events", got)
+	}
+}
+
+// TestRedeliveryAfterDrop: a member that leaves without acking hands its event to another member.
+func TestRedeliveryAfterDrop(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	first := b.Subscribe(t, &pb.Subscription{Group: "workers"})
+	postQuit(t, b, "G1")
+	ev := first.Next()
+	second := b.Subscribe(t, &pb.Subscription{Group: "workers"})
+	first.Cancel() // dropped without acking
+	again := second.Next()
+	if again.Id != ev.Id || again.Sequence != ev.Sequence {
+		t.Errorf("redelivered %s/%d; want %s/%d", again.Id, again.Sequence, ev.Id, ev.Sequence)
+	}
+	second.Ack(again.Id)
+}
+
+// TestFilter: a group receives only matching events.
+func TestFilter(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{Group: "g2only", Filter: &pb.EventFilter{
+		Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_MEMBER_QUIT}, GroupIds: []string{"G2"},
+	}})
+	tail := b.Subscribe(t, &pb.Subscription{Filter: &pb.EventFilter{Sources: []pb.Source{pb.Source_SOURCE_TENCENT}}})
+	postQuit(t, b, "G1")
+	postExample(t, b, examples.Must("tencent-after-member-exit"))
+	postQuit(t, b, "G2")
+	if ev := sub.Next(); ev.GetMemberQuit().GetGroupId() != "G2" {
+		t.Errorf("group got %v; want only the quit from G2", ev)
+	}
+	if ev := tail.Next(); ev.Source != pb.Source_SOURCE_TENCENT {
+		t.Errorf("tail got %v; want only the Tencent event", ev)
+	}
+}
+
+func TestSubscribeValidation(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	for _, sub := range []*pb.Subscription{
+		{Decide: true},
+		{Group: "has space"},
+		{Group: "a.b"},
+		{Filter: &pb.EventFilter{Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_UNSPECIFIED}}},
+	} {
+		stream, err := b.Events.Subscribe(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("subscription %v: %v; want InvalidArgument", sub, err)
+		}
+	}
+}
+
+// TestCallbackOverGRPC: grpcurl can post a callback by hand; the event keeps a JSON body.
+func TestCallbackOverGRPC(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{})
+	resp, err := b.OpenIM.AfterQuitGroup(t.Context(), &pb.OpenIMQuitGroupRequest{GroupId: "G9", UserId: "u9"})
+	if err != nil || resp.GetActionCode() != 0 || resp.GetNextCode() != 0 {
+		t.Fatalf("AfterQuitGroup: %v, %v", resp, err)
+	}
+	ev := sub.Next()
+	if ev.GetMemberQuit().GetGroupId() != "G9" || len(ev.RawBody) == 0 {
+		t.Errorf("event %v; want G9 with a raw body", ev)
+	}
+}

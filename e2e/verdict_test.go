@@ -1,0 +1,196 @@
+package e2e
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/examples"
+	"github.com/imbridge/imbridge/internal/bridgetest"
+	"github.com/imbridge/imbridge/server"
+)
+
+type answer struct {
+	status int
+	body   string
+}
+
+// postAsync posts in the background: a before-callback's answer waits for the verdict.
+func postAsync(t *testing.T, b *bridgetest.Bridge, path string, body []byte) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		status, out := b.Post(t, http.MethodPost, path, nil, body)
+		ch <- answer{status, string(out)}
+	}()
+	return ch
+}
+
+func waitAnswer(t *testing.T, ch <-chan answer) answer {
+	t.Helper()
+	timer := time.NewTimer(bridgetest.Timeout)
+	defer timer.Stop()
+	select {
+	case a := <-ch:
+		return a
+	case <-timer.C:
+		t.Fatal("no answer")
+		return answer{}
+	}
+}
+
+const beforeEx = "/openim/callbackBeforeSetGroupInfoExCommand"
+
+// The request's group fields, echoed in every answer to the before-set-group-info-ex callback.
+const beforeExEcho = `"groupID":"G002","groupName":"Proposed name","notification":null,"introduction":null,"faceURL":null,"ex":null,"needVerification":1,"lookMemberInfo":null,"applyMemberFriend":null}`
+
+func TestBeforeCallbackVerdicts(t *testing.T) {
+	t.Parallel()
+	body := examples.Must("openim-before-set-group-info-ex").Body
+	tests := []struct {
+		name    string
+		verdict *pb.Verdict
+		want    string
+	}{
+		{
+			name:    "allowed echoes the request",
+			verdict: &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW},
+			want:    `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,` + beforeExEcho,
+		},
+		{
+			name:    "refused passes code, message and detail",
+			verdict: &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, ErrorCode: 4001, Message: "name not allowed", Detail: "word list"},
+			want:    `{"actionCode":0,"errCode":4001,"errMsg":"name not allowed","errDlt":"word list","nextCode":1,` + beforeExEcho,
+		},
+		{
+			name: "allowed with replacements",
+			verdict: &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW, GroupInfo: &pb.GroupInfoChanged{
+				Name: ptr("Cleaned name"), Ex: ptr(""),
+			}},
+			want: `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,"groupID":"G002","groupName":"Cleaned name","notification":null,"introduction":null,"faceURL":null,"ex":"","needVerification":1,"lookMemberInfo":null,"applyMemberFriend":null}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// A long deadline: the verdict, not the clock, must end the wait.
+			b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+			decider := b.Subscribe(t, &pb.Subscription{Group: "moderation", Decide: true})
+			ch := postAsync(t, b, beforeEx, body)
+			ev := decider.Next()
+			if ev.Phase != pb.Phase_PHASE_BEFORE || ev.DecideBy == nil || ev.GetGroupInfoChanged().GetName() != "Proposed name" {
+				t.Fatalf("event %v; want a before event with decide_by and the proposed name", ev)
+			}
+			decider.Decide(ev.Id, tt.verdict)
+			if a := waitAnswer(t, ch); a.status != http.StatusOK || a.body != tt.want {
+				t.Errorf("answer %d %s\nwant 200 %s", a.status, a.body, tt.want)
+			}
+		})
+	}
+}
+
+func TestBeforeCallbackSeveralDeciders(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+	first := b.Subscribe(t, &pb.Subscription{Group: "first", Decide: true})
+	second := b.Subscribe(t, &pb.Subscription{Group: "second", Decide: true})
+	watcher := b.Subscribe(t, &pb.Subscription{Group: "audit"}) // not a decider: never waited for
+	ch := postAsync(t, b, beforeEx, examples.Must("openim-before-set-group-info-ex").Body)
+	ev := first.Next()
+	first.Decide(ev.Id, &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW})
+	watcher.Ack(watcher.Next().Id)
+	select {
+	case a := <-ch:
+		t.Fatalf("answered %v before the second decider", a)
+	default:
+	}
+	second.Decide(second.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
+	if a := waitAnswer(t, ch); !contains(a.body, `"errMsg":"no","errDlt":"","nextCode":1`) {
+		t.Errorf("answer %s; want the refusal: any refusal refuses", a.body)
+	}
+}
+
+func TestBeforeCallbackDeadline(t *testing.T) {
+	t.Parallel()
+	body := examples.Must("openim-before-set-group-info-ex").Body
+	for _, tt := range []struct {
+		failure server.FailurePolicy
+		want    string
+	}{
+		{server.FailAllow, `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,` + beforeExEcho},
+		{server.FailRefuse, `{"actionCode":0,"errCode":1,"errMsg":"imbridge: no verdict before the deadline","errDlt":"","nextCode":1,` + beforeExEcho},
+	} {
+		t.Run(string(tt.failure), func(t *testing.T) {
+			t.Parallel()
+			f := tt.failure
+			b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Commands: map[string]server.CommandPolicy{
+				"callbackBeforeSetGroupInfoExCommand": {Deadline: dur(50 * time.Millisecond), FailurePolicy: &f},
+			}}})
+			silent := b.Subscribe(t, &pb.Subscription{Group: "slow", Decide: true})
+			ch := postAsync(t, b, beforeEx, body)
+			ev := silent.Next() // delivered, never answered
+			if a := waitAnswer(t, ch); a.status != http.StatusOK || a.body != tt.want {
+				t.Errorf("answer %d %s\nwant 200 %s", a.status, a.body, tt.want)
+			}
+			silent.Decide(ev.Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE}) // too late: ignored
+		})
+	}
+}
+
+// TestBeforeCallbackNoDecider: nobody to ask, so the answer comes at once (failure policy, default
+// allow), and the event is stored like any other.
+func TestBeforeCallbackNoDecider(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+	start := time.Now()
+	status, out := b.Post(t, http.MethodPost, beforeEx, nil, examples.Must("openim-before-set-group-info-ex").Body)
+	if want := `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,` + beforeExEcho; status != http.StatusOK || string(out) != want {
+		t.Errorf("answer %d %s; want %s", status, out, want)
+	}
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Errorf("answer took %v: it waited for the 15s deadline", elapsed)
+	}
+	sub := b.Subscribe(t, &pb.Subscription{Group: "late"})
+	if ev := sub.Next(); ev.Command != "callbackBeforeSetGroupInfoExCommand" || ev.DecideBy != nil {
+		t.Errorf("stored event %v; want the before event without decide_by", ev)
+	}
+}
+
+// TestBeforeSetGroupInfoEchoes: the non-Ex before callback's allow answer carries the group fields.
+func TestBeforeSetGroupInfoEchoes(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	status, out := b.Post(t, http.MethodPost, "/openim/callbackBeforeSetGroupInfoCommand", nil, examples.Must("openim-before-set-group-info").Body)
+	want := `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,"groupID":"G003","groupName":"Proposed name","notification":"","introduction":"Hello","faceURL":"","ex":"","needVerification":0,"lookMemberInfo":0,"applyMemberFriend":0}`
+	if status != http.StatusOK || string(out) != want {
+		t.Errorf("answer %d %s\nwant %s", status, out, want)
+	}
+}
+
+// TestTencentBeforeCallbackRefused: an untyped Tencent before-callback is decided too.
+func TestTencentBeforeCallbackRefused(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+	decider := b.Subscribe(t, &pb.Subscription{Group: "joins", Decide: true, Filter: &pb.EventFilter{Sources: []pb.Source{pb.Source_SOURCE_TENCENT}}})
+	body := []byte(`{"CallbackCommand":"Group.CallbackBeforeApplyJoinGroup","GroupId":"@TGS#1","Type":"Public","Requestor_Account":"eve","EventTime":1670574414123}`)
+	ch := postAsync(t, b, "/tencent"+sprintf(tencentQS, "Group.CallbackBeforeApplyJoinGroup"), body)
+	ev := decider.Next()
+	if ev.Phase != pb.Phase_PHASE_BEFORE || ev.Kind != pb.EventKind_EVENT_KIND_RAW {
+		t.Fatalf("event %v; want a raw before event", ev)
+	}
+	decider.Decide(ev.Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, ErrorCode: 10150, Message: "banned"})
+	if a := waitAnswer(t, ch); a.body != `{"ActionStatus":"OK","ErrorInfo":"banned","ErrorCode":10150}` {
+		t.Errorf("answer %s; want the custom refusal code", a.body)
+	}
+}
+
+func dur(d time.Duration) *server.Duration { v := server.Duration(d); return &v }
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,230 @@
+// Package eventlog owns the durable event log: a NATS JetStream stream, served by a NATS server embedded
+// in this process (file store, no network listener) or by an external NATS cluster. Both go through the
+// same client code. It stores and delivers opaque messages; what they mean is the server package's business.
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultDataDir = "data"
+	DefaultStream  = "IMBRIDGE_EVENTS"
+	DefaultMaxAge  = 7 * 24 * time.Hour
+	// SubjectPrefix is the root of every event subject; the stream stores SubjectPrefix + ".>".
+	SubjectPrefix = "imbridge.events"
+)
+
+// ErrClosed is returned by Publish after Close.
+var ErrClosed = errors.New("event log closed")
+
+// Options configures Open.
+type Options struct {
+	// DataDir holds the embedded server's file store. Ignored with URL. Default "data".
+	DataDir string
+	// URL of an external NATS server (nats://host:4222). Empty: run an embedded server in this process.
+	URL string
+	// Stream is the JetStream stream name. Default "IMBRIDGE_EVENTS".
+	Stream string
+	// MaxAge is how long events are kept. Default 7 days.
+	MaxAge time.Duration
+	// MaxBytes caps the stream size; the oldest events are dropped past it. 0: no cap.
+	MaxBytes int64
+	// SyncAlways makes the embedded server fsync every write before acknowledging it, so an event
+	// survives power loss, not only a crash of this process. Slower.
+	SyncAlways bool
+	// Logger receives the embedded server's notices and warnings. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Log is an open event log.
+type Log struct {
+	opts   Options
+	ns     *natsserver.Server // nil with an external server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// Open starts (or connects to) the NATS server and makes sure the stream exists with the configured
+// limits. The caller must Close the log.
+func Open(ctx context.Context, opts Options) (*Log, error) {
+	if opts.DataDir == "" {
+		opts.DataDir = DefaultDataDir
+	}
+	if opts.Stream == "" {
+		opts.Stream = DefaultStream
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	l := &Log{opts: opts}
+	connOpts := []nats.Option{nats.Name("imbridge")}
+	url := opts.URL
+	if url == "" {
+		ns, err := startEmbedded(opts)
+		if err != nil {
+			return nil, err
+		}
+		l.ns = ns
+		connOpts = append(connOpts, nats.InProcessServer(ns))
+	} else {
+		connOpts = append(connOpts, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	}
+	nc, err := nats.Connect(url, connOpts...)
+	if err != nil {
+		l.shutdownServer()
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	l.nc = nc
+	l.js, err = jetstream.New(nc)
+	if err != nil {
+		l.closeConn()
+		l.shutdownServer()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	l.stream, err = l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        opts.Stream,
+		Description: "imbridge: IM server callbacks, one message per event",
+		Subjects:    []string{SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      opts.MaxAge,
+		MaxBytes:    orUnlimited(opts.MaxBytes),
+		Replicas:    1,
+	})
+	if err != nil {
+		l.closeConn()
+		l.shutdownServer()
+		return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
+	}
+	return l, nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+func startEmbedded(opts Options) (*natsserver.Server, error) {
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		ServerName:             "imbridge-embedded",
+		JetStream:              true,
+		StoreDir:               dir,
+		DontListen:             true, // reachable only through this process's in-process connection
+		NoSigs:                 true,
+		SyncAlways:             opts.SyncAlways,
+		DisableJetStreamBanner: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.SetLoggerV2(&natsLogger{log: opts.Logger.With("component", "nats")}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 30s")
+	}
+	return ns, nil
+}
+
+// Publish stores one message and returns its stream sequence once the log has acknowledged it:
+// from then on the message survives a crash of this process.
+func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
+	ack, err := l.js.PublishMsg(ctx, msg)
+	if err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return 0, ErrClosed
+		}
+		return 0, fmt.Errorf("publish %s: %w", msg.Subject, err)
+	}
+	return ack.Sequence, nil
+}
+
+// Conn is the NATS connection, for core request/reply traffic beside the stream.
+func (l *Log) Conn() *nats.Conn { return l.nc }
+
+// JetStream is the JetStream context, for consumers.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Stream is the name of the event stream.
+func (l *Log) Stream() string { return l.opts.Stream }
+
+// Ready reports whether the log can take writes: the connection is up and the stream answers.
+func (l *Log) Ready(ctx context.Context) error {
+	if !l.nc.IsConnected() {
+		return fmt.Errorf("nats: %s", l.nc.Status())
+	}
+	if _, err := l.stream.Info(ctx); err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	return nil
+}
+
+// Close flushes and closes the connection, then stops the embedded server, within ctx.
+func (l *Log) Close(ctx context.Context) error {
+	l.closeConn()
+	if l.ns == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		l.ns.Shutdown()
+		l.ns.WaitForShutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("embedded nats shutdown: %w", ctx.Err())
+	}
+}
+
+func (l *Log) closeConn() {
+	if l.nc != nil && !l.nc.IsClosed() {
+		_ = l.nc.FlushTimeout(time.Second)
+		l.nc.Close()
+	}
+}
+
+func (l *Log) shutdownServer() {
+	if l.ns != nil {
+		l.ns.Shutdown()
+		l.ns.WaitForShutdown()
+	}
+}
+
+// natsLogger routes the embedded server's log lines to slog.
+type natsLogger struct{ log *slog.Logger }
+
+func (n *natsLogger) Noticef(format string, v ...any) { n.log.Info(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Warnf(format string, v ...any)   { n.log.Warn(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Fatalf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Errorf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Debugf(format string, v ...any)  { n.log.Debug(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Tracef(format string, v ...any)  {}

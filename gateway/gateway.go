@@ -1,0 +1,222 @@
+// Package gateway is the HTTP side of imbridge: the URLs IM servers post callbacks to. It is
+// grpc-gateway's ServeMux, with the callback services registered in-process, inside a thin handler
+// that does what the mux cannot: Tencent's dispatch on ?CallbackCommand=, OpenIM's "//command" paths,
+// method and body-size checks, Tencent's SdkAppid and Sign checks, and vendor-format error bodies.
+// It does not store events or decide anything: that is the server package's work.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/server"
+)
+
+// DefaultMaxBodyBytes caps a callback body. Real group callbacks are well under 4 KiB; message
+// callbacks carry a message and can be larger.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Options configures New.
+type Options struct {
+	// OpenIM and Tencent are the callback services, called in-process. Required.
+	OpenIM  pb.OpenIMCallbackServiceServer
+	Tencent pb.TencentCallbackServiceServer
+	// Ready answers GET /readyz: nil when callbacks can be stored. Nil: always ready.
+	Ready func(context.Context) error
+	// MaxBodyBytes caps a callback body; larger ones get 413. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// TencentSdkAppID, when set, must equal every Tencent callback's SdkAppid query parameter.
+	TencentSdkAppID string
+	// TencentToken, when set, turns on Tencent callback authentication: Sign must be
+	// hex(SHA-256(token + RequestTime)) and RequestTime within a minute of now.
+	TencentToken string
+	// Logger for rejected requests. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// Handler serves the callback routes, /healthz and /readyz.
+type Handler struct {
+	opts Options
+	mux  *runtime.ServeMux
+}
+
+// New builds the handler.
+func New(ctx context.Context, opts Options) (*Handler, error) {
+	if opts.OpenIM == nil || opts.Tencent == nil {
+		return nil, errors.New("gateway: OpenIM and Tencent services are required")
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Handler{opts: opts}
+	h.mux = runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, vendorMarshaler{}),
+		runtime.WithErrorHandler(h.rpcError),
+		runtime.WithRoutingErrorHandler(h.routingError),
+		// Request metadata reaches the services as server.CallInfo, not as gRPC metadata.
+		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
+	)
+	if err := pb.RegisterOpenIMCallbackServiceHandlerServer(ctx, h.mux, opts.OpenIM); err != nil {
+		return nil, err
+	}
+	if err := pb.RegisterTencentCallbackServiceHandlerServer(ctx, h.mux, opts.Tencent); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// vendor is the IM server a route belongs to; it decides the error body's format.
+type vendor int
+
+const (
+	vendorNone vendor = iota
+	vendorOpenIM
+	vendorTencent
+)
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	received := h.opts.Now()
+	path := cleanPath(r.URL.Path)
+	first, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	switch first {
+	case "healthz":
+		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+		return
+	case "readyz":
+		h.readyz(w, r)
+		return
+	case "openim":
+		h.callback(w, r, vendorOpenIM, rest, received)
+	case "tencent":
+		h.callback(w, r, vendorTencent, rest, received)
+	default:
+		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: IM servers post to /openim/{command} or /tencent"}`))
+	}
+}
+
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, rest string, received time.Time) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.fail(w, r, v, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: callbacks are POST")
+		return
+	}
+	q := r.URL.Query()
+	md := &pb.RequestMetadata{RemoteAddr: r.RemoteAddr}
+	var command string
+	switch v {
+	case vendorOpenIM:
+		// The header is "operationID"; Go canonicalizes it to "Operationid".
+		md.OperationId = r.Header.Get("OperationID")
+		command = rest
+		if command == "" || strings.Contains(command, "/") {
+			h.fail(w, r, v, http.StatusNotFound, "path must be /openim/{command}")
+			return
+		}
+	case vendorTencent:
+		md.SdkAppId, md.ClientIp, md.Platform, md.RequestId = q.Get("SdkAppid"), q.Get("ClientIP"), q.Get("OptPlatform"), q.Get("RequestID")
+		command = q.Get("CallbackCommand")
+		if command == "" {
+			command = rest
+		}
+		if command == "" || strings.Contains(command, "/") {
+			h.fail(w, r, v, http.StatusBadRequest, "missing CallbackCommand query parameter")
+			return
+		}
+		if status, msg := h.checkTencent(q, received); status != 0 {
+			h.fail(w, r, v, status, msg)
+			return
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.opts.MaxBodyBytes+1))
+	if err != nil {
+		h.fail(w, r, v, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	if int64(len(body)) > h.opts.MaxBodyBytes {
+		h.fail(w, r, v, http.StatusRequestEntityTooLarge, "body larger than the limit")
+		return
+	}
+	ctx := server.WithCallInfo(r.Context(), &server.CallInfo{Body: body, Received: received, Metadata: md})
+	r2 := r.WithContext(ctx)
+	u := *r.URL
+	u.Path, u.RawPath, u.RawQuery = routePath(v, command), "", ""
+	r2.URL = &u
+	r2.Body = &bodyReader{b: body}
+	h.mux.ServeHTTP(w, r2)
+}
+
+// routePath is the mux path of a command: /openim/{command} or /tencent/{command}.
+func routePath(v vendor, command string) string {
+	if v == vendorOpenIM {
+		return "/openim/" + command
+	}
+	return "/tencent/" + command
+}
+
+// cleanPath folds repeated slashes: OpenIM with a url ending in "/" posts to "//command".
+func cleanPath(p string) string {
+	if !strings.Contains(p, "//") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && i > 0 && p[i-1] == '/' {
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.opts.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := h.opts.Ready(ctx); err != nil {
+			b, _ := marshalJSONString(err.Error())
+			writeJSON(w, http.StatusServiceUnavailable, append(append([]byte(`{"status":"unavailable","error":`), b...), '}'))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`))
+}
+
+// bodyReader hands the already-read body to the mux's decoder without a copy.
+type bodyReader struct {
+	b   []byte
+	off int
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bodyReader) Close() error { return nil }
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,206 @@
+// Package bridgetest runs a whole bridge in process for tests: the embedded event log in a temporary
+// directory, the gateway on an httptest server and the gRPC services on a bufconn listener.
+package bridgetest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/eventlog"
+	"github.com/imbridge/imbridge/gateway"
+	"github.com/imbridge/imbridge/server"
+)
+
+// Timeout bounds every wait in a test: a guard against hangs, never a synchronization.
+const Timeout = 20 * time.Second
+
+// Options configures Start.
+type Options struct {
+	// DataDir of the event log; default a new t.TempDir().
+	DataDir string
+	// Policies for verdicts.
+	Policies *server.Policies
+	// Gateway options (services, Ready and Logger are filled in).
+	Gateway gateway.Options
+}
+
+// Bridge is a running in-process bridge.
+type Bridge struct {
+	URL    string // base URL of the HTTP gateway
+	Events pb.EventServiceClient
+	OpenIM pb.OpenIMCallbackServiceClient
+	Conn   *grpc.ClientConn
+	Server *server.Server
+	Log    *eventlog.Log
+}
+
+// Start runs a bridge until the test ends.
+func Start(t testing.TB, opts Options) *Bridge {
+	t.Helper()
+	ctx := context.Background()
+	if opts.DataDir == "" {
+		opts.DataDir = t.TempDir()
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: opts.DataDir, Logger: logger})
+	if err != nil {
+		t.Fatalf("open event log: %v", err)
+	}
+	srv, err := server.New(server.Options{Log: log, Policies: opts.Policies, Logger: logger})
+	if err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	gopts := opts.Gateway
+	gopts.OpenIM, gopts.Tencent, gopts.Ready, gopts.Logger = srv.OpenIM(), srv.Tencent(), srv.Ready, logger
+	gw, err := gateway.New(ctx, gopts)
+	if err != nil {
+		t.Fatalf("gateway: %v", err)
+	}
+	hs := httptest.NewServer(gw)
+
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	srv.Register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc client: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+		defer cancel()
+		hs.Close()
+		_ = srv.Close(ctx)
+		conn.Close()
+		gs.Stop()
+		if err := log.Close(ctx); err != nil {
+			t.Errorf("close event log: %v", err)
+		}
+	})
+	return &Bridge{
+		URL:    hs.URL,
+		Events: pb.NewEventServiceClient(conn),
+		OpenIM: pb.NewOpenIMCallbackServiceClient(conn),
+		Conn:   conn,
+		Server: srv,
+		Log:    log,
+	}
+}
+
+// Post sends a request to the gateway and returns the status and body.
+func (b *Bridge) Post(t testing.TB, method, pathAndQuery string, header http.Header, body []byte) (int, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, b.URL+pathAndQuery, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, pathAndQuery, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, out
+}
+
+// Sub is an open subscription.
+type Sub struct {
+	t      testing.TB
+	Stream pb.EventService_SubscribeClient
+	Cancel context.CancelFunc
+}
+
+// Subscribe opens a subscription and waits for the bridge's confirmation. Cancel ends it.
+func (b *Bridge) Subscribe(t testing.TB, sub *pb.Subscription) *Sub {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := b.Events.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}}); err != nil {
+		t.Fatalf("send subscription: %v", err)
+	}
+	s := &Sub{t: t, Stream: stream, Cancel: cancel}
+	resp := s.recv()
+	if resp.GetSubscribed() == nil {
+		t.Fatalf("first response %v; want subscribed", resp)
+	}
+	return s
+}
+
+func (s *Sub) recv() *pb.SubscribeResponse {
+	s.t.Helper()
+	type result struct {
+		resp *pb.SubscribeResponse
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r, err := s.Stream.Recv()
+		ch <- result{r, err}
+	}()
+	timer := time.NewTimer(Timeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			s.t.Fatalf("recv: %v", r.err)
+		}
+		return r.resp
+	case <-timer.C:
+		s.t.Fatalf("no message from the bridge in %v", Timeout)
+		return nil
+	}
+}
+
+// Next waits for the next event.
+func (s *Sub) Next() *pb.Event {
+	s.t.Helper()
+	ev := s.recv().GetEvent()
+	if ev == nil {
+		s.t.Fatal("got a non-event message")
+	}
+	return ev
+}
+
+// Ack acks an event.
+func (s *Sub) Ack(id string) {
+	s.t.Helper()
+	if err := s.Stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: id}}}); err != nil {
+		s.t.Fatalf("ack: %v", err)
+	}
+}
+
+// Decide answers an event with a verdict.
+func (s *Sub) Decide(id string, v *pb.Verdict) {
+	s.t.Helper()
+	if err := s.Stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{
+		Verdict: &pb.VerdictReply{EventId: id, Verdict: v},
+	}}); err != nil {
+		s.t.Fatalf("verdict: %v", err)
+	}
+}

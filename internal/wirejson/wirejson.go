@@ -1,0 +1,114 @@
+// Package wirejson decodes the JSON bodies that IM vendors (OpenIM, Tencent Cloud IM) post to the
+// bridge into protobuf messages, and encodes the vendors' answers.
+//
+// Decoding is lenient in the ways the real servers need, which protojson is not: OpenIM sends null for
+// unchanged fields and documents a {"value": x} wrapper for changed ones, Tencent sends EventTime as a
+// number or as a string, and both are Go encoding/json at heart (keys match case-insensitively,
+// unknown keys are ignored, the last duplicate wins). What the JSON syntax allows is exactly what
+// encoding/json allows, so nothing malformed slips through.
+//
+// Encoding is exact: every field is present, in field-number order, with the message's JSON names,
+// 64-bit integers as numbers and strings escaped as encoding/json escapes them, because the IM servers
+// parse the answers with strict struct decoders.
+//
+// The package does no I/O and no logging: it returns errors.
+package wirejson
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// MaxDepth is how deeply objects and arrays may nest in a decoded body; deeper input is refused with
+// ErrTooDeep so that a hostile body cannot exhaust the stack. Real callbacks nest three levels at most.
+const MaxDepth = 200
+
+// ErrEmpty is returned by Unmarshal for a body that is empty or only whitespace.
+var ErrEmpty = errors.New("wirejson: empty input")
+
+// ErrTooDeep is returned (wrapped) by Unmarshal for a body that nests deeper than MaxDepth.
+var ErrTooDeep = errors.New("wirejson: nesting too deep")
+
+var errNilMessage = errors.New("wirejson: nil message")
+
+// SyntaxError reports malformed JSON: input for which encoding/json's Valid is false.
+type SyntaxError struct {
+	Offset int    // byte offset in the input where the error was found
+	Msg    string // what is wrong, in encoding/json's words
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("wirejson: syntax error at offset %d: %s", e.Offset, e.Msg)
+}
+
+// ValueError reports well-formed JSON holding a value that does not fit the message: a wrong type,
+// an integer out of range for its field, a bad base64 string, an unknown enum name.
+type ValueError struct {
+	Path   string // JSON key path of the value, e.g. "ExitMemberList[1].Member_Account"; "" for the whole body
+	Offset int    // byte offset of the value in the input
+	Msg    string // what is wrong, e.g. "want string, got array"
+}
+
+func (e *ValueError) Error() string {
+	if e.Path == "" {
+		return "wirejson: " + e.Msg
+	}
+	return "wirejson: " + e.Path + ": " + e.Msg
+}
+
+// Unmarshal decodes the JSON object in b into m, leniently (see the package documentation). m is reset
+// first, and reset again when an error is returned, so it never holds a partial decode.
+//
+// The result does not alias b. Errors are ErrEmpty, an error wrapping ErrTooDeep, *SyntaxError or
+// *ValueError.
+func Unmarshal(b []byte, m proto.Message) error {
+	if m == nil {
+		return errNilMessage
+	}
+	msg := m.ProtoReflect()
+	if !msg.IsValid() {
+		return errNilMessage
+	}
+	proto.Reset(m)
+	d := decoders.Get().(*decoder)
+	err := d.decode(b, msg)
+	d.release()
+	if err == nil {
+		// Only proto2 required fields can fail here; it keeps "Unmarshal succeeded" meaning
+		// "proto.Marshal will succeed" for every message type.
+		if err = proto.CheckInitialized(m); err != nil {
+			err = fmt.Errorf("wirejson: %w", err)
+		}
+	}
+	if err != nil {
+		proto.Reset(m)
+	}
+	return err
+}
+
+// Marshal encodes m as compact JSON for answering an IM server: every field, in field-number order,
+// keyed by its JSON name. Unset fields with presence (proto3 optional, messages) are null, other
+// unset fields are their zero value, empty lists are [] and empty maps {}; of a oneof only the set
+// member appears. 64-bit integers are numbers, enums their value names, bytes standard base64.
+// NaN and infinite floats are an error: JSON cannot carry them.
+func Marshal(m proto.Message) ([]byte, error) {
+	b, err := AppendMarshal(make([]byte, 0, 128), m)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// AppendMarshal is Marshal appending to dst. On error it returns dst unchanged.
+func AppendMarshal(dst []byte, m proto.Message) ([]byte, error) {
+	if m == nil {
+		return dst, errNilMessage
+	}
+	b, err := appendMessage(dst, m.ProtoReflect(), 0)
+	if err != nil {
+		return dst, err
+	}
+	return b, nil
+}

@@ -1,0 +1,54 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+// ingest stores ev and returns the verdict the IM server gets. For a callback that does not wait it
+// returns as soon as the log has acknowledged the write. For one that waits, it first notes which
+// decider groups must answer, publishes, then waits for them (see waiter.wait). With no decider
+// connected, the failure policy answers at once.
+func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+	pol := s.policies.forCommand(ev.Command)
+	var groups []string
+	if pol.waits(ev.Phase) {
+		groups = s.deciders.matching(ev)
+	}
+	msg := &nats.Msg{Subject: subjectFor(ev)}
+	var w *waiter
+	if len(groups) > 0 {
+		ev.DecideBy = timestamppb.New(time.Now().Add(pol.deadline))
+		w = s.verdicts.register(ev.Id, len(groups))
+		defer s.verdicts.unregister(ev.Id)
+		msg.Header = nats.Header{verdictToHeader: []string{s.verdicts.subject(ev.Id)}}
+	}
+	data, err := proto.Marshal(ev)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "encode event: %v", err)
+	}
+	msg.Data = data
+	if _, err := s.log.Publish(ctx, msg); err != nil {
+		return nil, status.Error(codes.Unavailable, fmt.Sprintf("store event: %v", err))
+	}
+	switch {
+	case !pol.waits(ev.Phase):
+		return allowVerdict, nil
+	case w == nil:
+		return failureVerdict(pol.failure, noDeciderMsg), nil
+	}
+	v := w.wait(ctx, groups, pol.deadline, pol.failure)
+	if refused(v) {
+		s.logger.Debug("callback refused", "event", ev.Id, "command", ev.Command, "message", v.GetMessage())
+	}
+	return v, nil
+}

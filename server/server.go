@@ -1,0 +1,111 @@
+// Package server holds imbridge's gRPC services: the OpenIM and Tencent callback services, which turn
+// each callback into a canonical Event, store it in the event log and answer in the vendor's format,
+// and the EventService, which streams stored events to subscribers and takes their acks and verdicts.
+// It speaks gRPC only; HTTP, vendor error bodies on the wire and process lifecycle are not its business.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/eventlog"
+)
+
+// Subscriber defaults.
+const (
+	DefaultAckWait     = 30 * time.Second
+	DefaultMaxInFlight = 256
+)
+
+// Options configures New.
+type Options struct {
+	// Log is the event log. Required.
+	Log *eventlog.Log
+	// Policies are the per-command verdict settings. Nil: defaults for every command.
+	Policies *Policies
+	// Logger for subscriber and verdict events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
+type Server struct {
+	pb.UnimplementedEventServiceServer
+
+	log      *eventlog.Log
+	policies *policySet
+	logger   *slog.Logger
+	verdicts *verdictRouter
+	deciders *deciders
+
+	// stop ends every subscriber stream at shutdown, so that GracefulStop does not wait on them.
+	stopCtx context.Context
+	stop    context.CancelFunc
+	subs    sync.WaitGroup
+}
+
+var _ pb.EventServiceServer = (*Server)(nil)
+
+// New builds a Server on an open event log.
+func New(opts Options) (*Server, error) {
+	if opts.Log == nil {
+		return nil, errors.New("server: Options.Log is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	pols, err := opts.Policies.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
+	router, err := newVerdictRouter(opts.Log.Conn())
+	if err != nil {
+		return nil, fmt.Errorf("verdict subscription: %w", err)
+	}
+	s := &Server{
+		log:      opts.Log,
+		policies: pols,
+		logger:   opts.Logger,
+		verdicts: router,
+		deciders: newDeciders(),
+	}
+	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Register adds the callback services and the EventService to a gRPC server.
+func (s *Server) Register(gs grpc.ServiceRegistrar) {
+	pb.RegisterOpenIMCallbackServiceServer(gs, s.OpenIM())
+	pb.RegisterTencentCallbackServiceServer(gs, s.Tencent())
+	pb.RegisterEventServiceServer(gs, s)
+}
+
+// OpenIM is the OpenIM callback service (both vendors have an RPC named Callback, hence two types).
+func (s *Server) OpenIM() pb.OpenIMCallbackServiceServer { return openimService{s: s} }
+
+// Tencent is the Tencent callback service.
+func (s *Server) Tencent() pb.TencentCallbackServiceServer { return tencentService{s: s} }
+
+// Close ends subscriber streams (their unacked events go back to their groups) and stops taking
+// verdicts. Callbacks still in flight finish: call Close after the HTTP server has shut down.
+func (s *Server) Close(ctx context.Context) error {
+	s.stop()
+	done := make(chan struct{})
+	go func() { s.subs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("subscribers still closing: %w", ctx.Err())
+	}
+	s.verdicts.close()
+	return nil
+}
+
+// Ready reports whether callbacks can be stored.
+func (s *Server) Ready(ctx context.Context) error { return s.log.Ready(ctx) }
