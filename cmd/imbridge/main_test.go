@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/examples"
+	"github.com/imbridge/imbridge/internal/bridgetest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the imbridge command once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "imbridge-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "imbridge")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			binPath = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("go build: %v\n%s", buildErr, binPath)
+	}
+	return binPath
+}
+
+// process is a running `imbridge serve`.
+type process struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	grpcAddr string
+	exited   chan error
+}
+
+var listenRE = regexp.MustCompile(`msg="(http|grpc) listening" addr=(\S+)`)
+
+// startServe runs the real binary on loopback port 0 and reads the bound addresses from its log.
+func startServe(t *testing.T, dataDir string) *process {
+	t.Helper()
+	cmd := exec.Command(binary(t), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, exited: make(chan error, 1)}
+	found := make(chan struct{})
+	var log bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			log.WriteString(line + "\n")
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				if m[1] == "http" {
+					p.httpAddr = m[2]
+				} else {
+					p.grpcAddr = m[2]
+					close(found) // grpc is logged after http
+				}
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	timer := time.NewTimer(bridgetest.Timeout)
+	defer timer.Stop()
+	select {
+	case <-found:
+	case err := <-p.exited:
+		t.Fatalf("imbridge exited: %v\n%s", err, log.String())
+	case <-timer.C:
+		t.Fatalf("imbridge did not start\n%s", log.String())
+	}
+	return p
+}
+
+func (p *process) wait(t *testing.T) error {
+	t.Helper()
+	timer := time.NewTimer(bridgetest.Timeout)
+	defer timer.Stop()
+	select {
+	case err := <-p.exited:
+		return err
+	case <-timer.C:
+		t.Fatal("imbridge did not exit")
+		return nil
+	}
+}
+
+// TestSurvivesHardKill: an event answered "OK" is in the log even when the process is killed with
+// SIGKILL right after answering; the restarted bridge delivers it.
+func TestSurvivesHardKill(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	p := startServe(t, dataDir)
+	ex := examples.Must("openim-after-quit-group")
+	var out bytes.Buffer
+	if err := send(t.Context(), []string{"--url", "http://" + p.httpAddr, ex.Name}, &out); err != nil {
+		t.Fatalf("send: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0}`) {
+		t.Fatalf("answer %s; want OK", out.String())
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.wait(t)
+
+	p = startServe(t, dataDir)
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
+	defer cancel()
+	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{Group: "after-crash"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // subscribed
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("no event after restart: %v", err)
+	}
+	if ev := resp.GetEvent(); ev.GetMemberQuit().GetGroupId() != "G001" || !bytes.Equal(ev.RawBody, ex.Body) {
+		t.Errorf("event after restart %v; want the quit posted before the kill", ev)
+	}
+	// SIGTERM: a clean exit.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.wait(t); err != nil {
+		t.Errorf("exit after SIGTERM: %v; want 0", err)
+	}
+}
+
+// TestHealthEndpoints of the real binary, and the gRPC health service.
+func TestServeHealth(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir())
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + p.httpAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestSendAndTail: `send` posts each built-in example and `tail` prints what the bridge stored.
+func TestSendAndTail(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	r, w := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- printEvents(ctx, b.Events, &pb.Subscription{Group: "tail"}, w)
+		w.Close()
+	}()
+	lines := bufio.NewScanner(r)
+	for _, name := range examples.Names() {
+		if strings.Contains(name, "before") {
+			continue
+		}
+		var out bytes.Buffer
+		if err := send(ctx, []string{"--url", b.URL, name}, &out); err != nil {
+			t.Fatalf("send %s: %v\n%s", name, err, out.String())
+		}
+		ex := examples.Must(name)
+		if !lines.Scan() {
+			t.Fatalf("tail ended: %v", lines.Err())
+		}
+		if line := lines.Text(); !strings.Contains(line, `"command":"`+ex.Command+`"`) {
+			t.Errorf("tail printed %s; want the %s event", line, ex.Command)
+		}
+	}
+	cancel()
+	r.Close()
+	if err := <-done; err != nil && ctx.Err() == nil {
+		t.Errorf("tail: %v", err)
+	}
+}
+
+func TestSendFileNeedsCommand(t *testing.T) {
+	t.Parallel()
+	f := filepath.Join(t.TempDir(), "cb.json")
+	if err := os.WriteFile(f, []byte(`{"groupID":"g"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCallback(f, "", ""); err == nil {
+		t.Error("loadCallback of a body without a command: nil error; want one")
+	}
+	ex, err := loadCallback(f, "tencent", "Group.CallbackAfterGroupDestroyed")
+	if err != nil || ex.Vendor != examples.Tencent || ex.Command != "Group.CallbackAfterGroupDestroyed" {
+		t.Errorf("loadCallback = %+v, %v", ex, err)
+	}
+}
+
+func TestEnvTwins(t *testing.T) {
+	t.Setenv("IMBRIDGE_HTTP_ADDR", "127.0.0.1:1")
+	t.Setenv("IMBRIDGE_GRPC_ADDR", "127.0.0.1:2")
+	fs := newFlagSet("serve", "")
+	httpAddr := fs.String("http-addr", ":8080", "")
+	grpcAddr := fs.String("grpc-addr", ":9090", "")
+	if err := parseFlags(fs, []string{"--grpc-addr", "127.0.0.1:3"}); err != nil {
+		t.Fatal(err)
+	}
+	if *httpAddr != "127.0.0.1:1" || *grpcAddr != "127.0.0.1:3" {
+		t.Errorf("http %s grpc %s; want the environment's http and the flag's grpc", *httpAddr, *grpcAddr)
+	}
+}

@@ -1,0 +1,81 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadPolicies(t *testing.T) {
+	t.Parallel()
+	p, err := LoadPolicies(writeFile(t, `
+default:
+  deadline: 800ms
+commands:
+  callbackBeforeSetGroupInfoExCommand:
+    deadline: 3s
+    failure_policy: refuse
+  callbackAfterQuitGroupCommand:
+    wait: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := p.resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		cmd      string
+		phase    pb.Phase
+		deadline time.Duration
+		failure  FailurePolicy
+		waits    bool
+	}{
+		{"callbackBeforeSetGroupInfoExCommand", pb.Phase_PHASE_BEFORE, 3 * time.Second, FailRefuse, true},
+		{"callbackAfterQuitGroupCommand", pb.Phase_PHASE_AFTER, 800 * time.Millisecond, FailAllow, true},
+		{"callbackBeforeCreateGroupCommand", pb.Phase_PHASE_BEFORE, 800 * time.Millisecond, FailAllow, true},
+		{"Group.CallbackAfterMemberExit", pb.Phase_PHASE_AFTER, 800 * time.Millisecond, FailAllow, false},
+	}
+	for _, tt := range tests {
+		got := set.forCommand(tt.cmd)
+		if got.deadline != tt.deadline || got.failure != tt.failure || got.waits(tt.phase) != tt.waits {
+			t.Errorf("%s: deadline %v failure %s waits %v; want %v %s %v", tt.cmd, got.deadline, got.failure, got.waits(tt.phase), tt.deadline, tt.failure, tt.waits)
+		}
+	}
+}
+
+func TestLoadPoliciesErrors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"typo", "defualt: {deadline: 1s}", "defualt"},
+		{"bad duration", "default: {deadline: soon}", "soon"},
+		{"too long", "default: {deadline: 20s}", "at most"},
+		{"zero", "commands: {x: {deadline: 0s}}", "more than 0"},
+		{"bad policy", "default: {failure_policy: maybe}", "maybe"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadPolicies(writeFile(t, tt.yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err %v; want one mentioning %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := LoadPolicies(writeFile(t, "")); err != nil {
+		t.Errorf("empty file: %v; want defaults", err)
+	}
+}
