@@ -125,3 +125,18 @@ func TestCallbackOverGRPC(t *testing.T) {
 		t.Errorf("event %v; want G9 with a raw body", ev)
 	}
 }
+
+// TestHalfClosedSubscriber: grpcurl -d '{"subscription":{}}' sends one message and closes its side;
+// events must keep coming.
+func TestHalfClosedSubscriber(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{})
+	if err := sub.Stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	postQuit(t, b, "G1")
+	if ev := sub.Next(); ev.GetMemberQuit().GetGroupId() != "G1" {
+		t.Errorf("event %v; want the quit from G1", ev)
+	}
+}

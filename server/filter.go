@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/eventlog"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
 // Event subjects are eventlog.SubjectPrefix.<source>.<phase>.<kind>.<command>, so a consumer group's

@@ -14,8 +14,8 @@ import (
 
 	"google.golang.org/grpc"
 
-	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/eventlog"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
 // Subscriber defaults.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"sync"
 
@@ -69,8 +70,12 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 
 	recvErr := make(chan error, 1)
 	go func() {
-		recvErr <- m.receive(ctx)
-		cancel()
+		err := m.receive(ctx)
+		recvErr <- err
+		if !errors.Is(err, io.EOF) {
+			cancel()
+		}
+		// io.EOF: the subscriber closed its side (grpcurl -d '{...}'): keep delivering.
 	}()
 	stopIter := context.AfterFunc(ctx, it.Drain)
 	defer stopIter()
@@ -82,7 +87,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	}
 	select {
 	case err := <-recvErr:
-		if err != nil {
+		if err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	default:
@@ -232,6 +237,9 @@ func (m *member) receive(ctx context.Context) error {
 	for {
 		req, err := m.stream.Recv()
 		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.EOF
+			}
 			if ctx.Err() != nil || status.Code(err) == codes.Canceled {
 				return nil
 			}
