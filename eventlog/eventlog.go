@@ -222,7 +222,7 @@ func (l *Log) shutdownServer() {
 // natsLogger routes the embedded server's log lines to slog.
 type natsLogger struct{ log *slog.Logger }
 
-func (n *natsLogger) Noticef(format string, v ...any) { n.log.Info(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Noticef(format string, v ...any) { n.log.Debug(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Warnf(format string, v ...any)   { n.log.Warn(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Fatalf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
 func (n *natsLogger) Errorf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }

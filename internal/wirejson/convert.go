@@ -6,11 +6,12 @@ import (
 	"math"
 	"strconv"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// The converters turn one JSON scalar into a protoreflect.Value for a field of the given kind. On
-// failure they return a message for a ValueError; the caller adds the path and offset.
+// The converters transcode one JSON scalar as field num of a field of fd's kind. On failure they
+// return a message for a ValueError; the caller adds the path and offset.
 
 // want names what a field of kind k accepts, for "want X, got Y" messages.
 func want(k protoreflect.Kind) string {
@@ -31,109 +32,118 @@ func want(k protoreflect.Kind) string {
 	return "integer"
 }
 
-// fromString converts the content of a JSON string.
-func fromString(fd protoreflect.FieldDescriptor, s []byte) (protoreflect.Value, string) {
+// fromString transcodes the content of a JSON string.
+func (d *decoder) fromString(fd protoreflect.FieldDescriptor, num protowire.Number, s []byte) string {
 	switch k := fd.Kind(); k {
 	case protoreflect.StringKind:
-		return protoreflect.ValueOfString(string(s)), ""
+		d.w = protowire.AppendBytes(protowire.AppendTag(d.w, num, protowire.BytesType), s)
+		return ""
 	case protoreflect.BytesKind:
-		return fromBase64(s)
+		return d.fromBase64(num, s)
 	case protoreflect.BoolKind:
 		switch string(s) {
-		case "true":
-			return protoreflect.ValueOfBool(true), ""
-		case "false":
-			return protoreflect.ValueOfBool(false), ""
+		case "true", "false":
+			d.w = appendNumber(d.w, num, k, protowire.EncodeBool(s[0] == 't'))
+			return ""
 		}
 	case protoreflect.EnumKind:
 		if ev := fd.Enum().Values().ByName(protoreflect.Name(s)); ev != nil {
-			return protoreflect.ValueOfEnum(ev.Number()), ""
+			d.w = appendNumber(d.w, num, k, uint64(ev.Number()))
+			return ""
 		}
 		if isNumber(s) {
-			return fromNumber(fd, s)
+			return d.fromNumber(fd, num, s)
 		}
-		return protoreflect.Value{}, "unknown " + string(fd.Enum().FullName()) + " value " + quote(s)
+		return "unknown " + string(fd.Enum().FullName()) + " value " + quote(s)
 	default:
 		// Numbers sent as strings: Tencent's "EventTime": "1670574414123".
 		if isNumber(s) {
-			return fromNumber(fd, s)
+			return d.fromNumber(fd, num, s)
 		}
 	}
-	return protoreflect.Value{}, "want " + want(fd.Kind()) + ", got string " + quote(s)
+	return "want " + want(fd.Kind()) + ", got string " + quote(s)
 }
 
-// fromNumber converts the text of a JSON number (already checked against the grammar).
-func fromNumber(fd protoreflect.FieldDescriptor, s []byte) (protoreflect.Value, string) {
+// fromNumber transcodes the text of a JSON number (already checked against the grammar).
+func (d *decoder) fromNumber(fd protoreflect.FieldDescriptor, num protowire.Number, s []byte) string {
 	switch k := fd.Kind(); k {
 	case protoreflect.StringKind:
 		// The literal text, so "groupID": 123 reads as "123".
-		return protoreflect.ValueOfString(string(s)), ""
+		d.w = protowire.AppendBytes(protowire.AppendTag(d.w, num, protowire.BytesType), s)
+		return ""
 	case protoreflect.BoolKind, protoreflect.BytesKind:
-		return protoreflect.Value{}, "want " + want(k) + ", got number"
-	case protoreflect.FloatKind, protoreflect.DoubleKind:
-		bits := 64
-		if k == protoreflect.FloatKind {
-			bits = 32
-		}
-		f, err := strconv.ParseFloat(string(s), bits)
+		return "want " + want(k) + ", got number"
+	case protoreflect.FloatKind:
+		f, err := strconv.ParseFloat(string(s), 32)
 		if err != nil {
 			// The grammar was checked, so only the range can be wrong.
-			return protoreflect.Value{}, quote(s) + " out of range for " + k.String()
+			return quote(s) + " out of range for float"
 		}
-		if k == protoreflect.FloatKind {
-			return protoreflect.ValueOfFloat32(float32(f)), ""
+		d.w = appendNumber(d.w, num, k, uint64(math.Float32bits(float32(f))))
+		return ""
+	case protoreflect.DoubleKind:
+		f, err := strconv.ParseFloat(string(s), 64)
+		if err != nil {
+			return quote(s) + " out of range for double"
 		}
-		return protoreflect.ValueOfFloat64(f), ""
-	default:
-		return fromInteger(k, s)
+		d.w = appendNumber(d.w, num, k, math.Float64bits(f))
+		return ""
 	}
+	return d.fromInteger(fd, num, s)
 }
 
-// fromInteger converts a JSON number that must be an integer in range for kind k (an integer kind
-// or an enum, which is an int32 on the wire).
-func fromInteger(k protoreflect.Kind, s []byte) (protoreflect.Value, string) {
+// fromInteger transcodes a JSON number that must be an integer in range for fd's kind (an integer
+// kind, or an enum, which is an int32).
+func (d *decoder) fromInteger(fd protoreflect.FieldDescriptor, num protowire.Number, s []byte) string {
+	k := fd.Kind()
 	neg, mag, st := parseInteger(s)
 	switch st {
 	case notInteger:
-		return protoreflect.Value{}, quote(s) + " is not an integer"
+		return quote(s) + " is not an integer"
 	case tooBig:
-		return protoreflect.Value{}, quote(s) + " out of range for " + k.String()
+		return quote(s) + " out of range for " + k.String()
 	}
 	if neg && mag == 0 {
 		neg = false // -0
 	}
+	var lo, hi uint64 // the most negative value's magnitude, and the largest value
 	switch k {
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind, protoreflect.EnumKind:
-		if neg && mag <= 1<<31 {
-			v := int32(-int64(mag))
-			if k == protoreflect.EnumKind {
-				return protoreflect.ValueOfEnum(protoreflect.EnumNumber(v)), ""
-			}
-			return protoreflect.ValueOfInt32(v), ""
-		}
-		if !neg && mag <= math.MaxInt32 {
-			if k == protoreflect.EnumKind {
-				return protoreflect.ValueOfEnum(protoreflect.EnumNumber(mag)), ""
-			}
-			return protoreflect.ValueOfInt32(int32(mag)), ""
-		}
+		lo, hi = 1<<31, math.MaxInt32
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		if neg && mag <= 1<<63 {
-			return protoreflect.ValueOfInt64(int64(-mag)), "" // two's complement: right for 1<<63 too
-		}
-		if !neg && mag <= math.MaxInt64 {
-			return protoreflect.ValueOfInt64(int64(mag)), ""
-		}
+		lo, hi = 1<<63, math.MaxInt64
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		if !neg && mag <= math.MaxUint32 {
-			return protoreflect.ValueOfUint32(uint32(mag)), ""
-		}
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		if !neg {
-			return protoreflect.ValueOfUint64(mag), ""
-		}
+		hi = math.MaxUint32
+	default: // Uint64Kind, Fixed64Kind
+		hi = math.MaxUint64
 	}
-	return protoreflect.Value{}, quote(s) + " out of range for " + k.String()
+	if neg && mag > lo || !neg && mag > hi {
+		return quote(s) + " out of range for " + k.String()
+	}
+	x := mag
+	if neg {
+		x = -mag // two's complement, sign-extended to 64 bits as the wire format wants
+	}
+	if k == protoreflect.EnumKind && fd.Enum().IsClosed() && fd.Enum().Values().ByNumber(protoreflect.EnumNumber(int64(x))) == nil {
+		// A closed (proto2) enum would drop the number into unknown fields: refuse it instead.
+		return "unknown " + string(fd.Enum().FullName()) + " value " + quote(s)
+	}
+	d.w = appendNumber(d.w, num, k, x)
+	return ""
+}
+
+// appendNumber appends field num of kind k with value x: an integer's two's-complement bits, a
+// float's IEEE bits, or 0 or 1 for a bool.
+func appendNumber(w []byte, num protowire.Number, k protoreflect.Kind, x uint64) []byte {
+	switch k {
+	case protoreflect.Sint32Kind, protoreflect.Sint64Kind:
+		return protowire.AppendVarint(protowire.AppendTag(w, num, protowire.VarintType), protowire.EncodeZigZag(int64(x)))
+	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
+		return protowire.AppendFixed32(protowire.AppendTag(w, num, protowire.Fixed32Type), uint32(x))
+	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
+		return protowire.AppendFixed64(protowire.AppendTag(w, num, protowire.Fixed64Type), x)
+	}
+	return protowire.AppendVarint(protowire.AppendTag(w, num, protowire.VarintType), x)
 }
 
 type intStatus int
@@ -220,8 +230,9 @@ func parseInteger(s []byte) (neg bool, mag uint64, st intStatus) {
 	return neg, mag, isInteger
 }
 
-// fromBase64 accepts the standard and the URL alphabet, with or without padding, as protojson does.
-func fromBase64(s []byte) (protoreflect.Value, string) {
+// fromBase64 accepts the standard and the URL alphabet, with or without padding, as protojson does,
+// and decodes straight into the wire buffer.
+func (d *decoder) fromBase64(num protowire.Number, s []byte) string {
 	url, raw := bytes.ContainsAny(s, "-_"), len(s)%4 != 0
 	enc := base64.StdEncoding
 	switch {
@@ -232,12 +243,17 @@ func fromBase64(s []byte) (protoreflect.Value, string) {
 	case raw:
 		enc = base64.RawStdEncoding
 	}
-	out := make([]byte, enc.DecodedLen(len(s)))
-	n, err := enc.Decode(out, s)
+	d.w = protowire.AppendTag(d.w, num, protowire.BytesType)
+	at := d.beginLen()
+	from := len(d.w)
+	d.w = append(d.w, make([]byte, enc.DecodedLen(len(s)))...)
+	n, err := enc.Decode(d.w[from:], s)
 	if err != nil {
-		return protoreflect.Value{}, "want base64 string, got " + quote(s)
+		return "want base64 string, got " + quote(s)
 	}
-	return protoreflect.ValueOfBytes(out[:n]), ""
+	d.w = d.w[:from+n]
+	d.endLen(at)
+	return ""
 }
 
 // quote quotes s for an error message, cut short: the input may be megabytes of digits.

@@ -1,14 +1,36 @@
 package wirejson
 
 import (
+	"fmt"
 	"strconv"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
+// How decoding works: the JSON is transcoded, field by field as the message descriptor says, into
+// protobuf wire format in a pooled buffer, and proto.Unmarshal builds the message from that. Setting
+// fields through protoreflect instead would cost two extra allocations per string field (the
+// generated code's reflection boxes every value) and run at half the speed; the wire format lets
+// protobuf's own table-driven decoder make exactly the strings, messages and slices the result
+// holds.
+//
+// JSON semantics the wire format does not have are settled while transcoding: a repeated key must
+// replace what the earlier one wrote (the wire format would append to a list or merge a message),
+// and null must forget it. Each object therefore records which bytes each key wrote (a span) and
+// cuts out the spans of a key that comes again.
+
+// span is the wire bytes w[start:end] written for one key of the object being decoded.
+type span struct {
+	num        protowire.Number // 0 once a later occurrence of the key made the span dead
+	start, end int
+}
+
 // decode is Unmarshal's body, on a reset message.
-func (d *decoder) decode(b []byte, msg protoreflect.Message) error {
+func (d *decoder) decode(b []byte, m proto.Message) error {
 	d.buf, d.pos, d.depth = b, 0, 0
+	d.w, d.spans = d.w[:0], d.spans[:0]
 	d.space()
 	if d.pos == len(d.buf) {
 		return ErrEmpty
@@ -24,10 +46,18 @@ func (d *decoder) decode(b []byte, msg protoreflect.Message) error {
 		}
 		return &ValueError{Offset: start, Msg: "want object, got " + jsonType(c)}
 	}
-	if err := d.object(msg, fieldsOf(msg.Descriptor())); err != nil {
+	if err := d.object(fieldsOf(m.ProtoReflect().Descriptor())); err != nil {
 		return err
 	}
-	return d.end()
+	if err := d.end(); err != nil {
+		return err
+	}
+	// The wire bytes are well-formed by construction; the only possible error is a proto2
+	// required field left unset.
+	if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(d.w, m); err != nil {
+		return fmt.Errorf("wirejson: %w", err)
+	}
+	return nil
 }
 
 // end checks that only whitespace follows the top-level value.
@@ -39,12 +69,16 @@ func (d *decoder) end() error {
 	return nil
 }
 
-// object decodes the object at pos into msg.
-func (d *decoder) object(msg protoreflect.Message, fs *fields) error {
+// object transcodes the object at pos: the fields it holds, without tag or length.
+func (d *decoder) object(fs *fields) error {
 	empty, err := d.open('}')
 	if empty || err != nil {
 		return err
 	}
+	base := len(d.spans)
+	var seen uint64 // field numbers below 64 met so far: spares the span scan for first occurrences
+	dead := false
+	next := 0 // see fields.lookup
 	for {
 		keyStart := d.pos
 		k, err := d.key()
@@ -52,126 +86,197 @@ func (d *decoder) object(msg protoreflect.Message, fs *fields) error {
 			return err
 		}
 		var fd protoreflect.FieldDescriptor
-		fd, d.fold = fs.lookup(k, d.fold)
+		fd, d.fold = fs.lookup(k, d.fold, &next)
 		if fd == nil {
-			err = d.skip()
+			if err := d.skip(); err != nil {
+				return d.inKey(err, keyStart)
+			}
 		} else {
-			err = d.field(msg, fd)
-		}
-		if err != nil {
-			return d.inKey(err, keyStart)
+			start := len(d.w)
+			if err := d.field(fd); err != nil {
+				return d.inKey(err, keyStart)
+			}
+			num := fd.Number()
+			if num < 64 && seen&(1<<num) == 0 {
+				seen |= 1 << num
+			} else if d.forget(base, num) {
+				dead = true
+			}
+			if len(d.w) > start {
+				d.spans = append(d.spans, span{num: num, start: start, end: len(d.w)})
+			}
 		}
 		if done, err := d.afterValue('}'); done || err != nil {
+			if dead && err == nil {
+				d.compact(base)
+			}
+			d.spans = d.spans[:base]
 			return err
 		}
 	}
 }
 
-// field decodes the value at pos into field fd of msg. A later duplicate key replaces what an
-// earlier one set, lists and messages included (encoding/json's last-wins, not protobuf's merge).
-func (d *decoder) field(msg protoreflect.Message, fd protoreflect.FieldDescriptor) error {
-	if d.buf[d.pos] == 'n' {
-		if err := d.literal("null"); err != nil {
-			return err
+// forget marks dead the spans of field num written by this object (spans from base on), and
+// reports whether there were any.
+func (d *decoder) forget(base int, num protowire.Number) bool {
+	found := false
+	for i := base; i < len(d.spans); i++ {
+		if d.spans[i].num == num {
+			d.spans[i].num = 0
+			found = true
 		}
-		msg.Clear(fd) // null is unset: keeps proto3 optional's "not changed" apart from ""
-		return nil
+	}
+	return found
+}
+
+// compact cuts the dead spans out of this object's wire bytes. The spans are in order and cover all
+// the bytes the object wrote, since unknown keys and nulls write none.
+func (d *decoder) compact(base int) {
+	to := d.spans[base].start
+	for _, s := range d.spans[base:] {
+		if s.num != 0 {
+			to += copy(d.w[to:], d.w[s.start:s.end])
+		}
+	}
+	d.w = d.w[:to]
+}
+
+// field transcodes the value at pos for field fd. null writes nothing: the field is unset.
+func (d *decoder) field(fd protoreflect.FieldDescriptor) error {
+	c := d.buf[d.pos]
+	if c == 'n' {
+		return d.literal("null")
 	}
 	switch {
 	case fd.IsList():
-		return d.list(msg, fd)
+		return d.list(fd)
 	case fd.IsMap():
-		return d.mapField(msg, fd)
+		return d.mapField(fd)
 	case fd.Message() != nil:
-		if d.buf[d.pos] != '{' {
+		if c != '{' {
 			return d.mismatch("object")
 		}
-		msg.Clear(fd)
-		return d.object(msg.Mutable(fd).Message(), fieldsOf(fd.Message()))
+		return d.message(fd, fd.Number())
 	}
-	v, ok, err := d.scalar(fd)
-	switch {
-	case err != nil:
+	_, err := d.scalar(fd, fd.Number())
+	return err
+}
+
+// message transcodes the object at pos as field num, a message (or proto2 group) of fd's type.
+func (d *decoder) message(fd protoreflect.FieldDescriptor, num protowire.Number) error {
+	fs := fieldsOf(fd.Message())
+	if fd.Kind() == protoreflect.GroupKind {
+		d.w = protowire.AppendTag(d.w, num, protowire.StartGroupType)
+		if err := d.object(fs); err != nil {
+			return err
+		}
+		d.w = protowire.AppendTag(d.w, num, protowire.EndGroupType)
+		return nil
+	}
+	d.w = protowire.AppendTag(d.w, num, protowire.BytesType)
+	at := d.beginLen()
+	if err := d.object(fs); err != nil {
 		return err
-	case ok:
-		msg.Set(fd, v)
-	default:
-		msg.Clear(fd)
 	}
+	d.endLen(at)
 	return nil
 }
 
-// scalar decodes a value for a non-message field (or list element, or map value) fd. ok is false
-// for null and for a {"value": x} wrapper without a value: the field is to be left unset.
-func (d *decoder) scalar(fd protoreflect.FieldDescriptor) (v protoreflect.Value, ok bool, err error) {
+// beginLen reserves one byte for a length prefix, enough for most nested messages, and returns its
+// position for endLen.
+func (d *decoder) beginLen() int {
+	d.w = append(d.w, 0)
+	return len(d.w) - 1
+}
+
+// endLen writes the length of what follows the reserved byte at at, first moving it up if the
+// length needs more than one byte.
+func (d *decoder) endLen(at int) {
+	n := len(d.w) - at - 1
+	if n < 0x80 {
+		d.w[at] = byte(n)
+		return
+	}
+	extra := protowire.SizeVarint(uint64(n)) - 1
+	d.w = append(d.w, make([]byte, extra)...)
+	copy(d.w[at+1+extra:], d.w[at+1:at+1+n])
+	protowire.AppendVarint(d.w[:at], uint64(n))
+}
+
+// scalar transcodes a value for a non-message field (or list element, or map value) fd as field
+// num. It reports whether it wrote anything: null, and a {"value": x} wrapper without a value,
+// write nothing.
+func (d *decoder) scalar(fd protoreflect.FieldDescriptor, num protowire.Number) (bool, error) {
 	start := d.pos
 	var msg string
 	switch c := d.buf[d.pos]; c {
 	case 'n':
-		return v, false, d.literal("null")
+		return false, d.literal("null")
 	case '{':
-		return d.wrapped(fd)
+		return d.wrapped(fd, num)
 	case '"':
 		s, err := d.str()
 		if err != nil {
-			return v, false, err
+			return false, err
 		}
-		v, msg = fromString(fd, s)
+		msg = d.fromString(fd, num, s)
 	case 't', 'f':
 		word := "true"
 		if c == 'f' {
 			word = "false"
 		}
 		if err := d.literal(word); err != nil {
-			return v, false, err
+			return false, err
 		}
 		switch fd.Kind() {
 		case protoreflect.BoolKind:
-			v = protoreflect.ValueOfBool(c == 't')
+			d.w = appendNumber(d.w, num, protoreflect.BoolKind, protowire.EncodeBool(c == 't'))
 		case protoreflect.StringKind:
-			v = protoreflect.ValueOfString(word)
+			d.w = protowire.AppendString(protowire.AppendTag(d.w, num, protowire.BytesType), word)
 		default:
 			msg = "want " + want(fd.Kind()) + ", got bool"
 		}
 	default:
 		if c != '-' && !isDigit(c) {
-			return v, false, d.mismatch(want(fd.Kind()))
+			return false, d.mismatch(want(fd.Kind()))
 		}
 		s, err := d.number()
 		if err != nil {
-			return v, false, err
+			return false, err
 		}
-		v, msg = fromNumber(fd, s)
+		msg = d.fromNumber(fd, num, s)
 	}
 	if msg != "" {
-		return v, false, &ValueError{Offset: start, Msg: msg}
+		return false, &ValueError{Offset: start, Msg: msg}
 	}
-	return v, true, nil
+	return true, nil
 }
 
-// wrapped decodes OpenIM's documented {"value": x} form of a scalar: x is the field's value, other
-// keys are ignored, and the last "value" wins.
-func (d *decoder) wrapped(fd protoreflect.FieldDescriptor) (v protoreflect.Value, ok bool, err error) {
+// wrapped transcodes OpenIM's documented {"value": x} form of a scalar: x is the field's value,
+// other keys are ignored, and the last "value" wins.
+func (d *decoder) wrapped(fd protoreflect.FieldDescriptor, num protowire.Number) (wrote bool, err error) {
 	empty, err := d.open('}')
 	if empty || err != nil {
-		return v, false, err
+		return false, err
 	}
+	start := len(d.w)
 	for {
 		keyStart := d.pos
 		k, err := d.key()
 		if err != nil {
-			return v, false, err
+			return false, err
 		}
 		if isValueKey(k) {
-			v, ok, err = d.scalar(fd)
+			d.w = d.w[:start] // forget an earlier "value"
+			wrote, err = d.scalar(fd, num)
 		} else {
 			err = d.skip()
 		}
 		if err != nil {
-			return v, false, d.inKey(err, keyStart)
+			return false, d.inKey(err, keyStart)
 		}
 		if done, err := d.afterValue('}'); done || err != nil {
-			return v, ok, err
+			return wrote, err
 		}
 	}
 }
@@ -182,23 +287,30 @@ func isValueKey(k []byte) bool {
 	return len(k) == 5 && k[0]|0x20 == 'v' && k[1]|0x20 == 'a' && k[2]|0x20 == 'l' && k[3]|0x20 == 'u' && k[4]|0x20 == 'e'
 }
 
-// list decodes an array into the repeated field fd, skipping null elements.
-func (d *decoder) list(msg protoreflect.Message, fd protoreflect.FieldDescriptor) error {
+// list transcodes an array for the repeated field fd, one record per element (proto.Unmarshal takes
+// unpacked lists for every kind). Null elements are skipped.
+func (d *decoder) list(fd protoreflect.FieldDescriptor) error {
 	if d.buf[d.pos] != '[' {
 		return d.mismatch("array")
 	}
-	msg.Clear(fd)
 	empty, err := d.open(']')
 	if empty || err != nil {
 		return err
 	}
-	var l protoreflect.List // made on the first element, so [] stays unset
-	var sub *fields
-	if md := fd.Message(); md != nil {
-		sub = fieldsOf(md)
-	}
+	num, isMessage := fd.Number(), fd.Message() != nil
 	for i := 0; ; i++ {
-		if err := d.element(msg, fd, &l, sub); err != nil {
+		var err error
+		switch {
+		case d.buf[d.pos] == 'n':
+			err = d.literal("null")
+		case isMessage && d.buf[d.pos] != '{':
+			err = d.mismatch("object")
+		case isMessage:
+			err = d.message(fd, num)
+		default:
+			_, err = d.scalar(fd, num)
+		}
+		if err != nil {
 			return inIndex(err, i)
 		}
 		if done, err := d.afterValue(']'); done || err != nil {
@@ -207,96 +319,53 @@ func (d *decoder) list(msg protoreflect.Message, fd protoreflect.FieldDescriptor
 	}
 }
 
-func (d *decoder) element(msg protoreflect.Message, fd protoreflect.FieldDescriptor, l *protoreflect.List, sub *fields) error {
-	if d.buf[d.pos] == 'n' {
-		return d.literal("null")
-	}
-	if sub != nil {
-		if d.buf[d.pos] != '{' {
-			return d.mismatch("object")
-		}
-		if *l == nil {
-			*l = msg.Mutable(fd).List()
-		}
-		e := (*l).NewElement()
-		if err := d.object(e.Message(), sub); err != nil {
-			return err
-		}
-		(*l).Append(e)
-		return nil
-	}
-	v, ok, err := d.scalar(fd)
-	if ok {
-		if *l == nil {
-			*l = msg.Mutable(fd).List()
-		}
-		(*l).Append(v)
-	}
-	return err
-}
-
-// mapField decodes an object into the map field fd. Keys are converted to the key's kind; a null
-// value removes the key.
-func (d *decoder) mapField(msg protoreflect.Message, fd protoreflect.FieldDescriptor) error {
+// mapField transcodes an object for the map field fd: each key, converted to the key's kind, and
+// its value become one map entry message. Null values are skipped, like null list elements.
+func (d *decoder) mapField(fd protoreflect.FieldDescriptor) error {
 	if d.buf[d.pos] != '{' {
 		return d.mismatch("object")
 	}
-	msg.Clear(fd)
 	empty, err := d.open('}')
 	if empty || err != nil {
 		return err
 	}
-	kd, vd := fd.MapKey(), fd.MapValue()
-	var sub *fields
-	if md := vd.Message(); md != nil {
-		sub = fieldsOf(md)
-	}
-	var m protoreflect.Map // made on the first entry, so {} stays unset
+	num, kd, vd := fd.Number(), fd.MapKey(), fd.MapValue()
 	for {
 		keyStart := d.pos
 		k, err := d.key()
 		if err != nil {
 			return err
 		}
-		// Convert before decoding the value: k may point into scratch space the value reuses.
-		kv, bad := fromString(kd, k)
-		if bad != "" {
-			return d.inKey(&ValueError{Offset: keyStart, Msg: "map key: " + bad}, keyStart)
+		entry := len(d.w)
+		d.w = protowire.AppendTag(d.w, num, protowire.BytesType)
+		at := d.beginLen()
+		// The key goes first anyway, and must: k may point into scratch space the value reuses.
+		if msg := d.fromString(kd, 1, k); msg != "" {
+			return d.inKey(&ValueError{Offset: keyStart, Msg: "map key: " + msg}, keyStart)
 		}
-		if err := d.entry(msg, fd, &m, kv.MapKey(), sub); err != nil {
+		wrote := true
+		switch {
+		case d.buf[d.pos] == 'n':
+			err, wrote = d.literal("null"), false
+		case vd.Message() != nil && d.buf[d.pos] != '{':
+			err = d.mismatch("object")
+		case vd.Message() != nil:
+			err = d.message(vd, 2)
+		default:
+			wrote, err = d.scalar(vd, 2)
+		}
+		if err != nil {
 			return d.inKey(err, keyStart)
+		}
+		if wrote {
+			d.endLen(at)
+		} else {
+			d.w = d.w[:entry]
 		}
 		if done, err := d.afterValue('}'); done || err != nil {
 			return err
 		}
 	}
-}
-
-func (d *decoder) entry(msg protoreflect.Message, fd protoreflect.FieldDescriptor, m *protoreflect.Map, k protoreflect.MapKey, sub *fields) error {
-	if *m == nil && d.buf[d.pos] != 'n' {
-		*m = msg.Mutable(fd).Map()
-	}
-	if sub != nil && d.buf[d.pos] != 'n' {
-		if d.buf[d.pos] != '{' {
-			return d.mismatch("object")
-		}
-		v := (*m).NewValue()
-		if err := d.object(v.Message(), sub); err != nil {
-			return err
-		}
-		(*m).Set(k, v)
-		return nil
-	}
-	v, ok, err := d.scalar(fd.MapValue())
-	switch {
-	case err != nil:
-		return err
-	case ok:
-		(*m).Set(k, v)
-	case *m != nil:
-		(*m).Clear(k)
-	}
-	return nil
 }
 
 // mismatch reports the value at pos as the wrong JSON type, or as a syntax error if no value starts

@@ -12,17 +12,22 @@ import (
 // fields is what decoding and encoding need to know about one message type, computed once per
 // descriptor because walking a descriptor on every callback would cost more than the decoding.
 type fields struct {
-	// byName maps JSON names, and proto names that are not also some field's JSON name, to fields.
-	byName map[string]protoreflect.FieldDescriptor
+	// byName maps JSON names, and proto names that are not also some field's JSON name, to
+	// fields (their index in ordered).
+	byName map[string]int
 	// byFold maps case-folded JSON names (see appendFold) to fields, for encoding/json's
 	// case-insensitive fallback. On a clash the lower field number wins.
-	byFold map[string]protoreflect.FieldDescriptor
+	byFold map[string]int
 	// maxKey bounds the length of a key that can fold to one of byFold's names: a rune is at most
 	// four bytes and folds to at least one.
 	maxKey int
 
-	// ordered lists the fields by number, the order Marshal writes them in.
+	// ordered lists the fields by number, the order Marshal writes them in and the order the
+	// vendors' servers (Go structs generated from the same definitions) send them in.
 	ordered []protoreflect.FieldDescriptor
+	// names[i] is ordered[i]'s JSON name if that name finds ordered[i] in byName, else "": the
+	// guess that the next key is the next field's name, checked without hashing.
+	names []string
 	// keys[i] is `"jsonName":` for ordered[i], escaped once here rather than on every Marshal.
 	keys [][]byte
 	// oneofs[i] is ordered[i]'s real (not synthetic) oneof, or nil.
@@ -44,8 +49,8 @@ func fieldsOf(md protoreflect.MessageDescriptor) *fields {
 func newFields(md protoreflect.MessageDescriptor) *fields {
 	list := md.Fields()
 	f := &fields{
-		byName:  make(map[string]protoreflect.FieldDescriptor, 2*list.Len()),
-		byFold:  make(map[string]protoreflect.FieldDescriptor, list.Len()),
+		byName:  make(map[string]int, 2*list.Len()),
+		byFold:  make(map[string]int, list.Len()),
 		ordered: make([]protoreflect.FieldDescriptor, list.Len()),
 	}
 	for i := range list.Len() {
@@ -55,15 +60,15 @@ func newFields(md protoreflect.MessageDescriptor) *fields {
 		return int(a.Number()) - int(b.Number())
 	})
 	// Proto names first so that a JSON name equal to another field's proto name takes precedence.
-	for _, fd := range f.ordered {
-		f.byName[string(fd.Name())] = fd
+	for i, fd := range f.ordered {
+		f.byName[string(fd.Name())] = i
 	}
-	for _, fd := range f.ordered {
+	for i, fd := range f.ordered {
 		name := fd.JSONName()
-		f.byName[name] = fd
+		f.byName[name] = i
 		folded := string(appendFold(nil, []byte(name)))
 		if _, dup := f.byFold[folded]; !dup {
-			f.byFold[folded] = fd
+			f.byFold[folded] = i
 		}
 		f.maxKey = max(f.maxKey, 4*len(folded))
 
@@ -75,20 +80,40 @@ func newFields(md protoreflect.MessageDescriptor) *fields {
 		}
 		f.oneofs = append(f.oneofs, od)
 	}
+	for i, fd := range f.ordered {
+		name := fd.JSONName()
+		if f.byName[name] != i {
+			name = ""
+		}
+		f.names = append(f.names, name)
+	}
 	return f
 }
 
 // lookup finds the field for a decoded key: exact JSON name, exact proto name, then JSON name
 // ignoring case. buf is scratch space for the folded key; the possibly grown buffer is returned.
-func (f *fields) lookup(key, buf []byte) (protoreflect.FieldDescriptor, []byte) {
-	if fd, ok := f.byName[string(key)]; ok {
-		return fd, buf
+//
+// *next is the index in ordered of the field expected next; lookup checks it first and moves it on
+// past a match, which spares the map for bodies that list fields in order (OpenIM's and Tencent's
+// do).
+func (f *fields) lookup(key, buf []byte, next *int) (protoreflect.FieldDescriptor, []byte) {
+	if i := *next; i < len(f.names) && f.names[i] == string(key) {
+		*next = i + 1
+		return f.ordered[i], buf
+	}
+	if i, ok := f.byName[string(key)]; ok {
+		*next = i + 1
+		return f.ordered[i], buf
 	}
 	if len(key) > f.maxKey {
 		return nil, buf
 	}
 	buf = appendFold(buf[:0], key)
-	return f.byFold[string(buf)], buf
+	if i, ok := f.byFold[string(buf)]; ok {
+		*next = i + 1
+		return f.ordered[i], buf
+	}
+	return nil, buf
 }
 
 // appendFold appends s in a canonical case-folded form: two strings fold to the same bytes exactly

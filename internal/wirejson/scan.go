@@ -21,6 +21,10 @@ type decoder struct {
 	scratch []byte
 	// fold holds the last case-folded key.
 	fold []byte
+	// w is the message in wire format, built as the JSON is read.
+	w []byte
+	// spans is a stack of the spans of the objects being decoded (see object).
+	spans []span
 }
 
 var decoders = sync.Pool{New: func() any { return new(decoder) }}
@@ -33,6 +37,12 @@ func (d *decoder) release() {
 	}
 	if cap(d.fold) > 64<<10 {
 		d.fold = nil
+	}
+	if cap(d.w) > 64<<10 {
+		d.w = nil
+	}
+	if cap(d.spans) > 4<<10 {
+		d.spans = nil
 	}
 	decoders.Put(d)
 }

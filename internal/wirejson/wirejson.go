@@ -73,15 +73,8 @@ func Unmarshal(b []byte, m proto.Message) error {
 	}
 	proto.Reset(m)
 	d := decoders.Get().(*decoder)
-	err := d.decode(b, msg)
+	err := d.decode(b, m)
 	d.release()
-	if err == nil {
-		// Only proto2 required fields can fail here; it keeps "Unmarshal succeeded" meaning
-		// "proto.Marshal will succeed" for every message type.
-		if err = proto.CheckInitialized(m); err != nil {
-			err = fmt.Errorf("wirejson: %w", err)
-		}
-	}
 	if err != nil {
 		proto.Reset(m)
 	}

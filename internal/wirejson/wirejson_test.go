@@ -462,9 +462,14 @@ func TestUnmarshalKitchen(t *testing.T) {
 			want: `{"choiceK":{"next":{"ok":true}},"optData":""}`,
 		},
 		{
-			name: "null removes a map entry and unsets a oneof member only when set",
-			body: `{"byInt":{"1":"a","1":null},"choiceS":"s","choiceK":null}`,
-			want: `{"choiceS":"s"}`,
+			name: "null map values are skipped like null list elements",
+			body: `{"byInt":{"1":"a","1":null,"2":null,"3":{}},"children":{"c":null}}`,
+			want: `{"byInt":{"1":"a"}}`,
+		},
+		{
+			name: "each key's last occurrence decides its field, oneof members too",
+			body: `{"choiceS":"s","choiceK":{"i32":1},"choiceK":null,"next":{"i32":1},"next":{"i64":2},"nums":[1],"nums":[2,3],"optData":"AA==","optData":null}`,
+			want: `{"choiceS":"s","next":{"i64":"2"},"nums":["2","3"]}`,
 		},
 	}
 	for _, tt := range tests {
