@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/examples"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bridgetest"
 )
 
@@ -82,7 +82,7 @@ func TestSeedCallbacks(t *testing.T) {
 		{
 			name: "openim set group info, empty means unchanged", example: "openim-after-set-group-info", answer: openimOK,
 			want: &pb.Event{Source: pb.Source_SOURCE_OPENIM, Command: "callbackAfterSetGroupInfoCommand", Phase: pb.Phase_PHASE_AFTER,
-				Kind: pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED,
+				Kind:    pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED,
 				Payload: &pb.Event_GroupInfoChanged{GroupInfoChanged: &pb.GroupInfoChanged{GroupId: "G003", Name: ptr("Renamed")}}},
 		},
 		{
@@ -182,8 +182,8 @@ func TestOpenIMWireQuirks(t *testing.T) {
 	sub := b.Subscribe(t, &pb.Subscription{})
 	body := examples.Must("openim-after-quit-group").Body
 	for _, path := range []string{
-		"/openim//callbackAfterQuitGroupCommand",                      // url configured with a trailing slash
-		"/openim/callbackAfterQuitGroupCommand?contenttype=json",      // the documented query
+		"/openim//callbackAfterQuitGroupCommand",                       // url configured with a trailing slash
+		"/openim/callbackAfterQuitGroupCommand?contenttype=json",       // the documented query
 		"/openim/callbackAfterQuitGroupCommand?key=eyJhIjoxfQ%3D%3D&x", // other query parameters
 	} {
 		h := http.Header{"Operationid": {"abc"}}

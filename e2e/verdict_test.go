@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/examples"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bridgetest"
 	"github.com/imbridge/imbridge/server"
 )
