@@ -3,9 +3,11 @@ package e2e
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/imbridge/imbridge/examples"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -139,4 +141,18 @@ func TestHalfClosedSubscriber(t *testing.T) {
 	if ev := sub.Next(); ev.GetMemberQuit().GetGroupId() != "G1" {
 		t.Errorf("event %v; want the quit from G1", ev)
 	}
+}
+
+// TestRedeliveryAfterAckWait: an event not acked within the group's ack wait is delivered again.
+func TestRedeliveryAfterAckWait(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{Group: "slow", AckWait: durationpb.New(500 * time.Millisecond)})
+	postQuit(t, b, "G1")
+	first := sub.Next()
+	again := sub.Next() // not acked: back after the ack wait
+	if again.Id != first.Id {
+		t.Errorf("redelivered %s; want %s", again.Id, first.Id)
+	}
+	sub.Ack(again.Id)
 }

@@ -1,0 +1,60 @@
+package eventlog
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// TestExternalServer: --nats-url goes through the same code as the embedded server. The external
+// server here listens on a loopback port chosen by the OS.
+func TestExternalServer(t *testing.T) {
+	t.Parallel()
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	testLog(t, Options{URL: ns.ClientURL()})
+}
+
+func TestEmbedded(t *testing.T) {
+	t.Parallel()
+	testLog(t, Options{DataDir: t.TempDir()})
+}
+
+func testLog(t *testing.T, opts Options) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := Open(ctx, opts)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if err := l.Ready(ctx); err != nil {
+		t.Errorf("ready: %v", err)
+	}
+	for want := uint64(1); want <= 3; want++ {
+		seq, err := l.Publish(ctx, &nats.Msg{Subject: SubjectPrefix + ".test", Data: []byte("x")})
+		if err != nil || seq != want {
+			t.Errorf("publish: seq %d, %v; want %d", seq, err, want)
+		}
+	}
+	if _, err := l.Publish(ctx, &nats.Msg{Subject: "elsewhere", Data: []byte("x")}); err == nil {
+		t.Error("publish outside the stream's subjects: nil error; want one (nothing acknowledged unstored)")
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if _, err := l.Publish(ctx, &nats.Msg{Subject: SubjectPrefix + ".test"}); err == nil {
+		t.Error("publish after close: nil error")
+	}
+}
