@@ -47,12 +47,8 @@ func (d *decoder) release() {
 	decoders.Put(d)
 }
 
-func (d *decoder) syntaxError(offset int, msg string) *SyntaxError {
-	return &SyntaxError{Offset: offset, Msg: msg}
-}
-
 func (d *decoder) eof() error {
-	return d.syntaxError(len(d.buf), "unexpected end of JSON input")
+	return &SyntaxError{Offset: len(d.buf), Msg: "unexpected end of JSON input"}
 }
 
 // unexpected reports the byte at pos (or the end of input) as not allowed in context, phrased like
@@ -61,7 +57,7 @@ func (d *decoder) unexpected(pos int, context string) error {
 	if pos >= len(d.buf) {
 		return d.eof()
 	}
-	return d.syntaxError(pos, "invalid character "+quoteChar(d.buf[pos])+" "+context)
+	return &SyntaxError{Offset: pos, Msg: "invalid character " + quoteChar(d.buf[pos]) + " " + context}
 }
 
 func quoteChar(c byte) string {

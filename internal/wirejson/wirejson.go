@@ -15,8 +15,10 @@
 package wirejson
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -58,11 +60,22 @@ func (e *ValueError) Error() string {
 	return "wirejson: " + e.Path + ": " + e.Msg
 }
 
-// Unmarshal decodes the JSON object in b into m, leniently (see the package documentation). m is reset
-// first, and reset again when an error is returned, so it never holds a partial decode.
+// Unmarshal decodes the JSON object in b into m, which is reset first, and again on error so that
+// it never holds a partial decode. The result does not alias b.
 //
-// The result does not alias b. Errors are ErrEmpty, an error wrapping ErrTooDeep, *SyntaxError or
-// *ValueError.
+// Keys match a field's JSON name, then its proto name, then its JSON name ignoring case (as
+// encoding/json does); unknown keys are skipped. The last occurrence of a key decides its field,
+// and null leaves the field unset, so proto3 optional fields keep "not sent" apart from "". A
+// scalar field also takes OpenIM's {"value": x}. Strings take numbers and bools as their text;
+// integer, float and bool fields take their value in a string too (Tencent's
+// "EventTime": "1670574414123"), and integers any notation of an integer (1e3, 2.0), range-checked.
+// Enums take names or numbers, bytes base64 in either alphabet with or without padding. Null list
+// elements and null map values are skipped. Invalid UTF-8 in strings becomes U+FFFD.
+//
+// Input that encoding/json's Valid rejects always fails. Errors are ErrEmpty, an error wrapping
+// ErrTooDeep, *SyntaxError for malformed JSON, and *ValueError for a value that does not fit its
+// field (reported where it is met, before any syntax error further on); for proto2 messages also
+// protobuf's error for a required field left unset.
 func Unmarshal(b []byte, m proto.Message) error {
 	if m == nil {
 		return errNilMessage
@@ -87,12 +100,22 @@ func Unmarshal(b []byte, m proto.Message) error {
 // member appears. 64-bit integers are numbers, enums their value names, bytes standard base64.
 // NaN and infinite floats are an error: JSON cannot carry them.
 func Marshal(m proto.Message) ([]byte, error) {
-	b, err := AppendMarshal(make([]byte, 0, 128), m)
-	if err != nil {
-		return nil, err
+	// Encoding into a pooled buffer and copying out costs one allocation of the exact size, where
+	// growing a fresh slice would cost several.
+	bp := encodeBuffers.Get().(*[]byte)
+	b, err := AppendMarshal((*bp)[:0], m)
+	var out []byte
+	if err == nil {
+		out = bytes.Clone(b)
 	}
-	return b, nil
+	if cap(b) <= 64<<10 {
+		*bp = b
+		encodeBuffers.Put(bp)
+	}
+	return out, err
 }
+
+var encodeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // AppendMarshal is Marshal appending to dst. On error it returns dst unchanged.
 func AppendMarshal(dst []byte, m proto.Message) ([]byte, error) {

@@ -246,6 +246,18 @@ func TestUnmarshal(t *testing.T) {
 			want: &v1.TencentMemberExitRequest{EventTime: math.MinInt64},
 		},
 		{
+			name: "long values: multi-byte lengths in nested messages",
+			body: `{"UserDefinedDataList":[{"Key":"` + strings.Repeat("k", 200) + `","Value":"` + strings.Repeat("値", 7000) + `"},{"Key":"a","Key":"b","Value":"` +
+				strings.Repeat("x", 150) + `","Value":"y"}],"Name":"` + strings.Repeat("n", 20000) + `"}`,
+			want: &v1.TencentGroupInfoChangedRequest{
+				UserDefinedDataList: []*v1.TencentKeyValue{
+					{Key: strings.Repeat("k", 200), Value: strings.Repeat("値", 7000)},
+					{Key: "b", Value: "y"},
+				},
+				Name: proto.String(strings.Repeat("n", 20000)),
+			},
+		},
+		{
 			name: "empty object",
 			body: `{}`,
 			want: &v1.OpenIMSetGroupInfoExRequest{},
