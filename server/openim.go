@@ -65,52 +65,70 @@ func (o openimService) Callback(ctx context.Context, req *pb.OpenIMCallbackReque
 }
 
 func (o openimService) AfterSetGroupInfoEx(ctx context.Context, req *pb.OpenIMSetGroupInfoExRequest) (*pb.OpenIMCallbackResponse, error) {
-	v, err := o.setGroupInfoEx(ctx, openimAfterSetGroupInfoEx, req)
+	v, _, err := o.setGroupInfo(ctx, openimAfterSetGroupInfoEx, req.GetOperationId(), req, exGroupInfo(req))
 	if err != nil {
 		return nil, err
 	}
 	return openimAnswer(v), nil
 }
 
+// BeforeSetGroupInfoEx answers with every group field: the server copies each one of the answer
+// over the change (a null one un-sets it), so the answer echoes the request, with a decider's
+// replacements applied.
 func (o openimService) BeforeSetGroupInfoEx(ctx context.Context, req *pb.OpenIMSetGroupInfoExRequest) (*pb.OpenIMSetGroupInfoExResponse, error) {
-	v, err := o.setGroupInfoEx(ctx, openimBeforeSetGroupInfoEx, req)
+	v, gi, err := o.setGroupInfo(ctx, openimBeforeSetGroupInfoEx, req.GetOperationId(), req, exGroupInfo(req))
 	if err != nil {
 		return nil, err
 	}
-	a := openimAnswer(v)
-	// The server copies every group field of the answer over the change: echo the request.
-	resp := &pb.OpenIMSetGroupInfoExResponse{
+	a, gi := openimAnswer(v), applied(gi, v)
+	return &pb.OpenIMSetGroupInfoExResponse{
 		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
-		GroupId:           req.GetGroupId(),
-		GroupName:         req.GroupName,
-		Notification:      req.Notification,
-		Introduction:      req.Introduction,
-		FaceUrl:           req.FaceUrl,
-		Ex:                req.Ex,
-		NeedVerification:  req.NeedVerification,
-		LookMemberInfo:    req.LookMemberInfo,
-		ApplyMemberFriend: req.ApplyMemberFriend,
-	}
-	if r := v.GetGroupInfo(); r != nil && !refused(v) {
-		replace(&resp.GroupName, r.Name)
-		replace(&resp.Notification, r.Notification)
-		replace(&resp.Introduction, r.Introduction)
-		replace(&resp.FaceUrl, r.FaceUrl)
-		replace(&resp.Ex, r.Ex)
-		replace(&resp.NeedVerification, r.NeedVerification)
-		replace(&resp.LookMemberInfo, r.LookMemberInfo)
-		replace(&resp.ApplyMemberFriend, r.ApplyMemberFriend)
-	}
-	return resp, nil
+		GroupId:           gi.GroupId,
+		GroupName:         gi.Name,
+		Notification:      gi.Notification,
+		Introduction:      gi.Introduction,
+		FaceUrl:           gi.FaceUrl,
+		Ex:                gi.Ex,
+		NeedVerification:  gi.NeedVerification,
+		LookMemberInfo:    gi.LookMemberInfo,
+		ApplyMemberFriend: gi.ApplyMemberFriend,
+	}, nil
 }
 
-func (o openimService) setGroupInfoEx(ctx context.Context, cmd string, req *pb.OpenIMSetGroupInfoExRequest) (*pb.Verdict, error) {
-	if req.GetGroupId() == "" {
-		return nil, missingField("groupID")
+func (o openimService) AfterSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMCallbackResponse, error) {
+	v, _, err := o.setGroupInfo(ctx, openimAfterSetGroupInfo, req.GetOperationId(), req, plainGroupInfo(req))
+	if err != nil {
+		return nil, err
 	}
-	ev := o.event(ctx, cmd, req.GetOperationId(), req)
-	ev.Kind = pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED
-	ev.Payload = &pb.Event_GroupInfoChanged{GroupInfoChanged: &pb.GroupInfoChanged{
+	return openimAnswer(v), nil
+}
+
+// BeforeSetGroupInfo answers with the group fields: the server copies groupID, groupName, faceURL
+// and introduction of the answer over the change unconditionally ("" keeps the current value), and
+// ex and the int settings when not null.
+func (o openimService) BeforeSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMSetGroupInfoResponse, error) {
+	v, gi, err := o.setGroupInfo(ctx, openimBeforeSetGroupInfo, req.GetOperationId(), req, plainGroupInfo(req))
+	if err != nil {
+		return nil, err
+	}
+	a, gi := openimAnswer(v), applied(gi, v)
+	return &pb.OpenIMSetGroupInfoResponse{
+		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
+		GroupId:           gi.GroupId,
+		GroupName:         gi.GetName(),
+		Notification:      gi.GetNotification(),
+		Introduction:      gi.GetIntroduction(),
+		FaceUrl:           gi.GetFaceUrl(),
+		Ex:                gi.Ex,
+		NeedVerification:  gi.NeedVerification,
+		LookMemberInfo:    gi.LookMemberInfo,
+		ApplyMemberFriend: gi.ApplyMemberFriend,
+	}, nil
+}
+
+// exGroupInfo: in the Ex API a changed field is set and an unchanged one null, as in the event.
+func exGroupInfo(req *pb.OpenIMSetGroupInfoExRequest) *pb.GroupInfoChanged {
+	return &pb.GroupInfoChanged{
 		GroupId:           req.GetGroupId(),
 		Name:              req.GroupName,
 		Notification:      req.Notification,
@@ -120,60 +138,13 @@ func (o openimService) setGroupInfoEx(ctx context.Context, cmd string, req *pb.O
 		NeedVerification:  req.NeedVerification,
 		LookMemberInfo:    req.LookMemberInfo,
 		ApplyMemberFriend: req.ApplyMemberFriend,
-	}}
-	return o.s.ingest(ctx, ev)
+	}
 }
 
-func (o openimService) AfterSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMCallbackResponse, error) {
-	v, err := o.setGroupInfo(ctx, openimAfterSetGroupInfo, req)
-	if err != nil {
-		return nil, err
-	}
-	return openimAnswer(v), nil
-}
-
-func (o openimService) BeforeSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMSetGroupInfoResponse, error) {
-	v, err := o.setGroupInfo(ctx, openimBeforeSetGroupInfo, req)
-	if err != nil {
-		return nil, err
-	}
-	a := openimAnswer(v)
-	// The server copies groupID, groupName, faceURL and introduction of the answer over the change
-	// unconditionally, and ex and the int settings when not null: echo the request.
-	resp := &pb.OpenIMSetGroupInfoResponse{
-		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
-		GroupId:           req.GetGroupId(),
-		GroupName:         req.GetGroupName(),
-		Notification:      req.GetNotification(),
-		Introduction:      req.GetIntroduction(),
-		FaceUrl:           req.GetFaceUrl(),
-		Ex:                req.Ex,
-		NeedVerification:  req.NeedVerification,
-		LookMemberInfo:    req.LookMemberInfo,
-		ApplyMemberFriend: req.ApplyMemberFriend,
-	}
-	if r := v.GetGroupInfo(); r != nil && !refused(v) {
-		replaceValue(&resp.GroupName, r.Name)
-		replaceValue(&resp.Notification, r.Notification)
-		replaceValue(&resp.Introduction, r.Introduction)
-		replaceValue(&resp.FaceUrl, r.FaceUrl)
-		replace(&resp.Ex, r.Ex)
-		replace(&resp.NeedVerification, r.NeedVerification)
-		replace(&resp.LookMemberInfo, r.LookMemberInfo)
-		replace(&resp.ApplyMemberFriend, r.ApplyMemberFriend)
-	}
-	return resp, nil
-}
-
-// setGroupInfo: in the non-Ex API the string fields are always sent and "" means "not changed", so
-// only non-empty ones are set on the canonical event.
-func (o openimService) setGroupInfo(ctx context.Context, cmd string, req *pb.OpenIMSetGroupInfoRequest) (*pb.Verdict, error) {
-	if req.GetGroupId() == "" {
-		return nil, missingField("groupID")
-	}
-	ev := o.event(ctx, cmd, req.GetOperationId(), req)
-	ev.Kind = pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED
-	ev.Payload = &pb.Event_GroupInfoChanged{GroupInfoChanged: &pb.GroupInfoChanged{
+// plainGroupInfo: in the old API the string fields are always sent and "" means "not changed", so
+// only non-empty ones are set on the event.
+func plainGroupInfo(req *pb.OpenIMSetGroupInfoRequest) *pb.GroupInfoChanged {
+	return &pb.GroupInfoChanged{
 		GroupId:           req.GetGroupId(),
 		Name:              nonEmpty(req.GetGroupName()),
 		Notification:      nonEmpty(req.GetNotification()),
@@ -183,8 +154,32 @@ func (o openimService) setGroupInfo(ctx context.Context, cmd string, req *pb.Ope
 		NeedVerification:  req.NeedVerification,
 		LookMemberInfo:    req.LookMemberInfo,
 		ApplyMemberFriend: req.ApplyMemberFriend,
-	}}
-	return o.s.ingest(ctx, ev)
+	}
+}
+
+// setGroupInfo stores a set-group-info callback and returns its verdict and canonical payload.
+func (o openimService) setGroupInfo(ctx context.Context, cmd, operationID string, req proto.Message, gi *pb.GroupInfoChanged) (*pb.Verdict, *pb.GroupInfoChanged, error) {
+	if gi.GroupId == "" {
+		return nil, nil, missingField("groupID")
+	}
+	ev := o.event(ctx, cmd, operationID, req)
+	ev.Kind = pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED
+	ev.Payload = &pb.Event_GroupInfoChanged{GroupInfoChanged: gi}
+	v, err := o.s.ingest(ctx, ev)
+	return v, gi, err
+}
+
+// applied is the change the IM server should apply: the request's, with an allowing verdict's
+// replacement fields on top. The group id is never replaced.
+func applied(gi *pb.GroupInfoChanged, v *pb.Verdict) *pb.GroupInfoChanged {
+	r := v.GetGroupInfo()
+	if r == nil || refused(v) {
+		return gi
+	}
+	out := proto.Clone(gi).(*pb.GroupInfoChanged)
+	proto.Merge(out, r)
+	out.GroupId = gi.GroupId
+	return out
 }
 
 func (o openimService) AfterQuitGroup(ctx context.Context, req *pb.OpenIMQuitGroupRequest) (*pb.OpenIMCallbackResponse, error) {
@@ -242,17 +237,4 @@ func nonEmpty(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-// replace sets *dst to r when r is set.
-func replace[T any](dst **T, r *T) {
-	if r != nil {
-		*dst = r
-	}
-}
-
-func replaceValue[T any](dst *T, r *T) {
-	if r != nil {
-		*dst = *r
-	}
 }
