@@ -10,7 +10,7 @@ GRPC_GATEWAY_VERSION       := v2.32.0
 
 BIN := bin/imbridge
 
-.PHONY: all build run test fuzz generate check-generated lint tools clean
+.PHONY: all build run test bench fuzz generate check-generated lint tools clean
 
 all: build
 
@@ -24,6 +24,13 @@ run: build
 ## test: every test, with the race detector.
 test:
 	go test -race -count=1 ./...
+
+## bench: the bridge against a bare net/http baseline, in one run (BENCHFLAGS for longer runs,
+## e.g. BENCHFLAGS="--duration 30s --backlog 500000"). Writes bench/results/latest.json.
+BENCHFLAGS ?=
+bench: build
+	go build -o bin/imbridge-bench ./cmd/imbridge-bench
+	./bin/imbridge-bench --bridge $(BIN) $(BENCHFLAGS)
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s

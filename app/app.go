@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -43,7 +44,9 @@ type Config struct {
 	TencentSdkAppID string
 	TencentToken    string
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// DebugAddr, if set, serves net/http/pprof there (keep it on loopback).
+	DebugAddr string
+	Logger    *slog.Logger
 	// OnListening, if set, is called with the bound addresses once both listeners are open.
 	OnListening func(httpAddr, grpcAddr net.Addr)
 }
@@ -130,6 +133,19 @@ func Run(ctx context.Context, cfg Config) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 
+	if cfg.DebugAddr != "" {
+		dbgLis, err := net.Listen("tcp", cfg.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("debug listen: %w", err)
+		}
+		defer dbgLis.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		go func() { _ = http.Serve(dbgLis, mux) }()
+		logger.Info("debug listening", "addr", dbgLis.Addr().String())
+	}
 	logger.Info("http listening", "addr", httpLis.Addr().String())
 	logger.Info("grpc listening", "addr", grpcLis.Addr().String())
 	if cfg.OnListening != nil {

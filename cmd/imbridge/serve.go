@@ -23,6 +23,7 @@ func serve(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.TencentSdkAppID, "tencent-sdkappid", "", "refuse Tencent callbacks whose SdkAppid differs")
 	fs.StringVar(&cfg.TencentToken, "tencent-token", "", "Tencent callback authentication token: check Sign and RequestTime")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -1,0 +1,434 @@
+// Command imbridge-bench measures the bridge against a bare net/http handler in one run, with the
+// same load generator, and prints a table and a JSON file of the results (`make bench`).
+//
+// Throughput runs are unpinned (server and generator share both cores, like wrk -t2 -c32). Latency
+// runs pin the server to one core with GOMAXPROCS=1 and this process to the other, and use an open
+// loop (fixed offered rate, latency from each request's scheduled time).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/imbridge/imbridge/examples"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+type config struct {
+	Bridge      string        `json:"-"`
+	Out         string        `json:"-"`
+	Duration    time.Duration `json:"duration"`
+	Warmup      time.Duration `json:"warmup"`
+	Conns       int           `json:"conns"`
+	OpenConns   int           `json:"open_loop_conns"`
+	E2ERate     float64       `json:"e2e_rate"`
+	VerdictRate float64       `json:"verdict_rate"`
+	Backlog     int           `json:"backlog"`
+	FanOut      []int         `json:"fan_out"`
+	Pin         bool          `json:"pinned_latency_runs"`
+	CPUProfile  string        `json:"-"`
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "baseline-server" {
+		if err := runBaselineServer(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	var cfg config
+	var fanout string
+	flag.StringVar(&cfg.Bridge, "bridge", "bin/imbridge", "imbridge binary to measure")
+	flag.StringVar(&cfg.Out, "out", "bench/results/latest.json", "where to write the JSON results")
+	flag.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each load run")
+	flag.DurationVar(&cfg.Warmup, "warmup", time.Second, "unmeasured load before each run")
+	flag.IntVar(&cfg.Conns, "conns", 32, "keep-alive connections for throughput runs")
+	flag.IntVar(&cfg.OpenConns, "open-conns", 16, "keep-alive connections for fixed-rate runs")
+	flag.Float64Var(&cfg.E2ERate, "e2e-rate", 5000, "offered req/s for the end-to-end latency run")
+	flag.Float64Var(&cfg.VerdictRate, "verdict-rate", 2000, "offered req/s for the verdict round trip run")
+	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
+	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the bridge during the ingest run to this file")
+	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
+	flag.Parse()
+	for _, f := range strings.Split(fanout, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil || n < 0 {
+			fmt.Fprintf(os.Stderr, "--fan-out: bad count %q\n", f)
+			os.Exit(2)
+		}
+		cfg.FanOut = append(cfg.FanOut, n)
+	}
+	rep, err := run(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "imbridge-bench:", err)
+		os.Exit(1)
+	}
+	rep.print(os.Stdout)
+	if err := rep.write(cfg.Out); err != nil {
+		fmt.Fprintln(os.Stderr, "imbridge-bench:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("\nresults written to %s\n", cfg.Out)
+}
+
+// bodies: seed 000 (real server form) and seed 002, alternating.
+func afterRequests(addr string) []request {
+	var out []request
+	for _, name := range []string{"openim-after-set-group-info-ex", "openim-after-quit-group"} {
+		ex := examples.Must(name)
+		out = append(out, buildRequest(addr, "/openim/"+ex.Command, openimHeader, ex.Body))
+	}
+	return out
+}
+
+var openimHeader = map[string]string{"Content-Type": "application/json; charset=utf-8", "operationID": "bench"}
+
+func run(cfg config) (*report, error) {
+	if _, err := os.Stat(cfg.Bridge); err != nil {
+		return nil, fmt.Errorf("bridge binary: %w (make bench builds it)", err)
+	}
+	rep := newReport(cfg)
+	ctx := context.Background()
+	tmp, err := os.MkdirTemp("", "imbridge-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	dataDir := func(name string) string { return filepath.Join(tmp, name) }
+	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s\n", name) }
+
+	// 1. Baseline.
+	step("baseline")
+	base, err := startBaseline(false)
+	if err != nil {
+		return nil, err
+	}
+	baseRes, err := warmAndLoad(ctx, cfg, base.httpAddr, afterRequests(base.httpAddr), cfg.Conns, 0)
+	base.stop()
+	if err != nil {
+		return nil, err
+	}
+	rep.load("baseline", "net/http + encoding/json, fixed answer", baseRes)
+
+	// 2. Ingest with one acking group, and memory.
+	step("ingest")
+	var extra []string
+	if cfg.CPUProfile != "" {
+		extra = []string{"--debug-addr", "127.0.0.1:0"}
+	}
+	br, err := startBridge(cfg.Bridge, dataDir("ingest"), false, extra...)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.CPUProfile != "" {
+		go profile(br.debugAddr, cfg.Warmup, cfg.Duration, cfg.CPUProfile)
+	}
+	idle, _ := br.rss()
+	rec := &receipts{}
+	sub, err := subscribe(br.grpcAddr, &pb.Subscription{Group: "bench"}, rec)
+	if err != nil {
+		br.stop()
+		return nil, err
+	}
+	ingRes, err := warmAndLoad(ctx, cfg, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0)
+	_, peak := br.rss()
+	sub.close()
+	br.stop()
+	if err != nil {
+		return nil, err
+	}
+	rep.load("ingest", "after-callbacks, embedded log, 1 acking group", ingRes)
+	rep.metric("ingest", "ratio to baseline", ingRes.rate()/baseRes.rate(), "x", ">= 0.6", ingRes.rate()/baseRes.rate() >= 0.6)
+	rep.metric("memory", "RSS idle", mb(idle), "MB", "<= 40", mb(idle) <= 40)
+	rep.metric("memory", "RSS peak during ingest", mb(peak), "MB", "", true)
+
+	// 3 and 5. End to end at a fixed rate, and fan-out.
+	for _, groups := range cfg.FanOut {
+		name := fmt.Sprintf("fan-out %d", groups)
+		step(name)
+		tput, e2e, err := fanOut(ctx, cfg, dataDir(name), groups)
+		if err != nil {
+			return nil, err
+		}
+		rep.metric(name, "ingest", tput.rate(), "req/s", "", true)
+		if groups == 1 {
+			rep.latency("end to end", fmt.Sprintf("POST arrival to subscriber receipt at %.0f req/s", cfg.E2ERate), e2e, "p99 <= 1.5ms", percentile(e2e, 99) <= 1500*time.Microsecond)
+		} else {
+			rep.metric(name, "end to end p99", ms(percentile(e2e, 99)), "ms", "", true)
+		}
+	}
+
+	// 4. Verdict round trip.
+	step("verdict")
+	verdict, err := verdictRoundTrip(ctx, cfg, dataDir("verdict"))
+	if err != nil {
+		return nil, err
+	}
+	rep.latency("verdict", fmt.Sprintf("before-callback answer, 1 decider, %.0f req/s", cfg.VerdictRate), verdict.Latencies, "p99 <= 2ms", percentile(verdict.Latencies, 99) <= 2*time.Millisecond)
+	rep.errors("verdict", verdict)
+
+	// 6. Backlog drain.
+	step("backlog")
+	rate, err := backlogDrain(ctx, cfg, dataDir("backlog"))
+	if err != nil {
+		return nil, err
+	}
+	rep.metric("backlog", fmt.Sprintf("drain of %d stored events", cfg.Backlog), rate, "events/s", ">= 100000", rate >= 100000)
+	return rep, nil
+}
+
+// warmAndLoad runs an unmeasured warm-up, then the measured load.
+func warmAndLoad(ctx context.Context, cfg config, addr string, reqs []request, conns int, rate float64) (loadResult, error) {
+	if cfg.Warmup > 0 {
+		if _, err := load(ctx, addr, reqs, conns, rate, cfg.Warmup, 0); err != nil {
+			return loadResult{}, err
+		}
+	}
+	return load(ctx, addr, reqs, conns, rate, cfg.Duration, 0)
+}
+
+// fanOut: ingest throughput (unpinned, closed loop) with n acking groups, then, on a fresh bridge,
+// end-to-end latency at the fixed rate (pinned, open loop).
+func fanOut(ctx context.Context, cfg config, dir string, n int) (loadResult, []time.Duration, error) {
+	var tput loadResult
+	err := withBridge(cfg, dir+"-tput", false, n, nil, func(br *server, _ *receipts) error {
+		var err error
+		tput, err = warmAndLoad(ctx, cfg, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0)
+		return err
+	})
+	if err != nil {
+		return tput, nil, err
+	}
+	var e2e []time.Duration
+	err = withBridge(cfg, dir+"-e2e", cfg.Pin, n, nil, func(br *server, rec *receipts) error {
+		reqs := afterRequests(br.httpAddr)
+		if _, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Warmup, 0); err != nil {
+			return err
+		}
+		rec.reset()
+		res, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Duration, 0)
+		if err != nil {
+			return err
+		}
+		want := int64(res.Requests) * int64(n)
+		waitFor(func() bool { return int64(len(rec.sorted())) >= want }, 10*time.Second)
+		e2e = rec.sorted()
+		return nil
+	})
+	return tput, e2e, err
+}
+
+// verdictRoundTrip: before-callbacks at a fixed rate with one decider that allows at once.
+func verdictRoundTrip(ctx context.Context, cfg config, dir string) (loadResult, error) {
+	var res loadResult
+	decider := &pb.Subscription{Group: "decider", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}}}
+	err := withBridge(cfg, dir, cfg.Pin, 0, decider, func(br *server, _ *receipts) error {
+		ex := examples.Must("openim-before-set-group-info-ex")
+		reqs := []request{buildRequest(br.httpAddr, "/openim/"+ex.Command, openimHeader, ex.Body)}
+		var err error
+		res, err = warmAndLoad(ctx, cfg, br.httpAddr, reqs, cfg.OpenConns, cfg.VerdictRate)
+		return err
+	})
+	return res, err
+}
+
+// backlogDrain stores cfg.Backlog events with no subscriber, then times one group draining them.
+func backlogDrain(ctx context.Context, cfg config, dir string) (float64, error) {
+	var rate float64
+	err := withBridge(cfg, dir, false, 0, nil, func(br *server, _ *receipts) error {
+		if _, err := load(ctx, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0, time.Hour, cfg.Backlog); err != nil {
+			return err
+		}
+		rec := &receipts{}
+		start := time.Now()
+		sub, err := subscribe(br.grpcAddr, &pb.Subscription{Group: "drain", MaxInFlight: 1024}, rec)
+		if err != nil {
+			return err
+		}
+		defer sub.close()
+		if !waitFor(func() bool { return rec.received.Load() >= int64(cfg.Backlog) }, 5*time.Minute) {
+			return fmt.Errorf("drained %d of %d events", rec.received.Load(), cfg.Backlog)
+		}
+		rate = float64(cfg.Backlog) / time.Since(start).Seconds()
+		return nil
+	})
+	return rate, err
+}
+
+// withBridge starts a bridge with n acking groups (and a decider), pinning both sides when asked,
+// runs f, and stops everything.
+func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscription, f func(*server, *receipts) error) error {
+	br, err := startBridge(cfg.Bridge, dir, pin)
+	if err != nil {
+		return err
+	}
+	defer br.stop()
+	if pin {
+		if err := pinProcess(os.Getpid(), clientCPU); err != nil {
+			return err
+		}
+		defer unpinSelf()
+	}
+	rec := &receipts{}
+	var subs []*subscriber
+	defer func() {
+		for _, s := range subs {
+			s.close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		s, err := subscribe(br.grpcAddr, &pb.Subscription{Group: fmt.Sprintf("group%d", i)}, rec)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, s)
+	}
+	if decider != nil {
+		s, err := subscribe(br.grpcAddr, decider, nil)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, s)
+	}
+	return f(br, rec)
+}
+
+// profile fetches a CPU profile of the measured part of a run.
+func profile(addr string, after, dur time.Duration, path string) {
+	time.Sleep(after) // the warm-up
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(dur.Seconds())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+	}
+}
+
+func waitFor(cond func() bool, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+func numCPU() int { return runtime.NumCPU() }
+
+func mb(b int64) float64         { return float64(b) / (1 << 20) }
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// report holds the rows of the table, and the machine facts.
+type report struct {
+	Machine  map[string]any `json:"machine"`
+	Settings config         `json:"settings"`
+	Rows     []row          `json:"results"`
+}
+
+type row struct {
+	Scenario string  `json:"scenario"`
+	Metric   string  `json:"metric"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Target   string  `json:"target,omitempty"`
+	Met      bool    `json:"met"`
+}
+
+func newReport(cfg config) *report {
+	model := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return &report{
+		Machine: map[string]any{
+			"cpus": numCPU(), "cpu_model": model, "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH,
+			"commit": gitCommit(), "time": time.Now().UTC().Format(time.RFC3339),
+		},
+		Settings: cfg,
+	}
+}
+
+func (r *report) metric(scenario, metric string, v float64, unit, target string, met bool) {
+	r.Rows = append(r.Rows, row{scenario, metric, v, unit, target, met})
+}
+
+func (r *report) load(scenario, what string, res loadResult) {
+	r.metric(scenario, what, res.rate(), "req/s", "", true)
+	r.metric(scenario, "p50", ms(percentile(res.Latencies, 50)), "ms", "", true)
+	r.metric(scenario, "p99", ms(percentile(res.Latencies, 99)), "ms", "", true)
+	r.metric(scenario, "max", ms(percentile(res.Latencies, 100)), "ms", "", true)
+	r.errors(scenario, res)
+}
+
+func (r *report) latency(scenario, what string, lat []time.Duration, target string, met bool) {
+	r.metric(scenario, what+": samples", float64(len(lat)), "", "", true)
+	r.metric(scenario, "p50", ms(percentile(lat, 50)), "ms", "", true)
+	r.metric(scenario, "p99", ms(percentile(lat, 99)), "ms", target, met)
+	r.metric(scenario, "max", ms(percentile(lat, 100)), "ms", "", true)
+}
+
+func (r *report) errors(scenario string, res loadResult) {
+	if res.Errors > 0 {
+		r.metric(scenario, "errors (first: "+res.FirstErr+")", float64(res.Errors), "", "0", false)
+	}
+}
+
+func (r *report) print(w *os.File) {
+	fmt.Fprintf(w, "\nimbridge bench: %d CPUs (%s), %s, commit %s\n\n", r.Machine["cpus"], r.Machine["cpu_model"], r.Machine["go"], r.Machine["commit"])
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tmetric\tvalue\tunit\ttarget\t")
+	for _, row := range r.Rows {
+		mark := ""
+		if row.Target != "" {
+			mark = "met"
+			if !row.Met {
+				mark = "MISSED"
+			}
+			mark = row.Target + " " + mark
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.3g\t%s\t%s\t\n", row.Scenario, row.Metric, row.Value, row.Unit, mark)
+	}
+	tw.Flush()
+}
+
+func (r *report) write(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

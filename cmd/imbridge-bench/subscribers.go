@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+// receipts records, for each delivered event, the time from its arrival at the bridge
+// (Event.received_time) to its receipt by a subscriber. Both clocks are this machine's.
+type receipts struct {
+	mu       sync.Mutex
+	from     time.Time       // events received by the bridge before this are warm-up; guarded by mu
+	lat      []time.Duration // guarded by mu
+	received atomic.Int64    // every event, warm-up included
+}
+
+func (r *receipts) reset() {
+	r.mu.Lock()
+	r.from, r.lat = time.Now(), r.lat[:0]
+	r.mu.Unlock()
+}
+
+func (r *receipts) add(ev *pb.Event, at time.Time) {
+	r.received.Add(1)
+	t := ev.GetReceivedTime().AsTime()
+	r.mu.Lock()
+	if !t.Before(r.from) {
+		r.lat = append(r.lat, at.Sub(t))
+	}
+	r.mu.Unlock()
+}
+
+func (r *receipts) sorted() []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := slices.Clone(r.lat)
+	slices.Sort(out)
+	return out
+}
+
+// subscriber is one open Subscribe stream that acks (or, deciding, allows) every event.
+type subscriber struct {
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// subscribe opens a group member. It returns once the bridge confirmed the subscription.
+func subscribe(addr string, sub *pb.Subscription, rec *receipts) (*subscriber, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
+	if err == nil {
+		err = stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}})
+	}
+	if err == nil {
+		var first *pb.SubscribeResponse
+		if first, err = stream.Recv(); err == nil && first.GetSubscribed() == nil {
+			err = fmt.Errorf("first answer %v", first)
+		}
+	}
+	if err != nil {
+		cancel()
+		conn.Close()
+		return nil, fmt.Errorf("subscribe %s: %w", sub.Group, err)
+	}
+	s := &subscriber{conn: conn, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				s.done <- err
+				return
+			}
+			ev := resp.GetEvent()
+			if ev == nil {
+				continue
+			}
+			if rec != nil {
+				rec.add(ev, time.Now())
+			}
+			req := &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: ev.Id}}}
+			if sub.Decide {
+				req = &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{Verdict: &pb.VerdictReply{
+					EventId: ev.Id, Verdict: &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW},
+				}}}
+			}
+			if err := stream.Send(req); err != nil {
+				s.done <- err
+				return
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *subscriber) close() {
+	s.cancel()
+	<-s.done
+	s.conn.Close()
+}
