@@ -29,6 +29,8 @@ const (
 	DefaultHTTPAddr        = ":8080"
 	DefaultGRPCAddr        = ":9090"
 	DefaultShutdownTimeout = 15 * time.Second
+
+	subscriberCloseTimeout = 3 * time.Second
 )
 
 // Config is everything `imbridge serve` can be told.
@@ -174,8 +176,15 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := hsrv.Shutdown(sctx); err != nil {
 			logger.Warn("http shutdown", "err", err)
 		}
-		if err := srv.Close(sctx); err != nil {
-			logger.Warn("subscribers", "err", err)
+		// Subscriber streams end promptly unless a subscriber stopped reading (a blocked Send);
+		// then Stop cuts them off rather than spending the whole budget.
+		cctx, ccancel := context.WithTimeout(sctx, subscriberCloseTimeout)
+		err := srv.Close(cctx)
+		ccancel()
+		if err != nil {
+			logger.Warn("subscribers did not end; stopping the gRPC server", "err", err)
+			gs.Stop()
+			return nil
 		}
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()

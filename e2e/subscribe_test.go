@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -99,6 +102,7 @@ func TestSubscribeValidation(t *testing.T) {
 		{Group: "has space"},
 		{Group: "a.b"},
 		{Filter: &pb.EventFilter{Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_UNSPECIFIED}}},
+		{Group: "big", MaxInFlight: 1 << 31},
 	} {
 		stream, err := b.Events.Subscribe(t.Context())
 		if err != nil {
@@ -155,4 +159,107 @@ func TestRedeliveryAfterAckWait(t *testing.T) {
 		t.Errorf("redelivered %s; want %s", again.Id, first.Id)
 	}
 	sub.Ack(again.Id)
+}
+
+// TestGroupSettingsBelongToTheGroup: members of one group must agree on its filter and decide flag
+// while it is in use; an idle group takes new settings.
+func TestGroupSettingsBelongToTheGroup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := bridgetest.Start(t, bridgetest.Options{DataDir: dir})
+	g1 := &pb.EventFilter{GroupIds: []string{"G1"}}
+	first := b.Subscribe(t, &pb.Subscription{Group: "g", Filter: g1})
+	for _, other := range []*pb.Subscription{
+		{Group: "g", Filter: &pb.EventFilter{GroupIds: []string{"G2"}}},
+		{Group: "g"},
+		{Group: "g", Filter: g1, Decide: true},
+		{Group: "g", Filter: g1, AckWait: durationpb.New(time.Minute)},
+	} {
+		stream, err := b.Events.Subscribe(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: other}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("member with %v: %v; want FailedPrecondition", other, err)
+		}
+	}
+	same := b.Subscribe(t, &pb.Subscription{Group: "g", Filter: g1}) // agrees: joins
+	postQuit(t, b, "G2")
+	postQuit(t, b, "G1")
+	got := map[string]bool{}
+	select {
+	case ev := <-nextAsync(first):
+		got[ev.GetMemberQuit().GetGroupId()] = true
+		first.Ack(ev.Id)
+	case ev := <-nextAsync(same):
+		got[ev.GetMemberQuit().GetGroupId()] = true
+		same.Ack(ev.Id)
+	}
+	if !got["G1"] || len(got) != 1 {
+		t.Errorf("group g got %v; want only G1", got)
+	}
+	// With no member connected (here: after a restart), a member with other settings replaces them.
+	b.Close()
+	b = bridgetest.Start(t, bridgetest.Options{DataDir: dir})
+	g2 := b.Subscribe(t, &pb.Subscription{Group: "g", Filter: &pb.EventFilter{GroupIds: []string{"G2"}}})
+	postQuit(t, b, "G1")
+	postQuit(t, b, "G2")
+	if ev := g2.Next(); ev.GetMemberQuit().GetGroupId() != "G2" {
+		t.Errorf("after the change group g got %v; want G2", ev.GetMemberQuit())
+	}
+}
+
+// nextAsync receives the next event in the background.
+func nextAsync(s *bridgetest.Sub) <-chan *pb.Event {
+	ch := make(chan *pb.Event, 1)
+	go func() {
+		resp, err := s.Stream.Recv()
+		if err == nil && resp.GetEvent() != nil {
+			ch <- resp.GetEvent()
+		}
+	}()
+	return ch
+}
+
+// TestBusyMemberDoesNotHoard: a member with no free slot does not take events an idle member can.
+func TestBusyMemberDoesNotHoard(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	busy := b.Subscribe(t, &pb.Subscription{Group: "w", MaxInFlight: 1})
+	postQuit(t, b, "G0")
+	held := busy.Next() // never acked: busy has no free slot from now on
+	idle := b.Subscribe(t, &pb.Subscription{Group: "w", MaxInFlight: 1})
+	for i := 1; i <= 5; i++ {
+		postQuit(t, b, "G"+strconv.Itoa(i))
+	}
+	for i := 1; i <= 5; i++ {
+		ev := idle.Next()
+		if want := "G" + strconv.Itoa(i); ev.GetMemberQuit().GetGroupId() != want {
+			t.Errorf("idle member got %v; want the quit from %s", ev.GetMemberQuit(), want)
+		}
+		idle.Ack(ev.Id)
+	}
+	busy.Ack(held.Id)
+}
+
+// TestExternalNATS: the whole bridge on an external NATS server (--nats-url), on a loopback port.
+func TestExternalNATS(t *testing.T) {
+	t.Parallel()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(bridgetest.Timeout) {
+		t.Fatal("nats not ready")
+	}
+	b := bridgetest.Start(t, bridgetest.Options{NATSURL: ns.ClientURL()})
+	postQuit(t, b, "G1")
+	if ev := b.Subscribe(t, &pb.Subscription{Group: "ext"}).Next(); ev.GetMemberQuit().GetGroupId() != "G1" {
+		t.Errorf("event %v; want the quit from G1", ev)
+	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,14 +15,15 @@ import (
 type answer struct {
 	status int
 	body   string
+	err    error
 }
 
 // postAsync posts in the background: a before-callback's answer waits for the verdict.
 func postAsync(t *testing.T, b *bridgetest.Bridge, path string, body []byte) <-chan answer {
 	ch := make(chan answer, 1)
 	go func() {
-		status, out := b.Post(t, http.MethodPost, path, nil, body)
-		ch <- answer{status, string(out)}
+		status, out, err := b.Do(http.MethodPost, path, nil, body)
+		ch <- answer{status, string(out), err}
 	}()
 	return ch
 }
@@ -32,6 +34,9 @@ func waitAnswer(t *testing.T, ch <-chan answer) answer {
 	defer timer.Stop()
 	select {
 	case a := <-ch:
+		if a.err != nil {
+			t.Fatalf("post: %v", a.err)
+		}
 		return a
 	case <-timer.C:
 		t.Fatal("no answer")
@@ -99,11 +104,6 @@ func TestBeforeCallbackSeveralDeciders(t *testing.T) {
 	ev := first.Next()
 	first.Decide(ev.Id, &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW})
 	watcher.Ack(watcher.Next().Id)
-	select {
-	case a := <-ch:
-		t.Fatalf("answered %v before the second decider", a)
-	default:
-	}
 	second.Decide(second.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
 	if a := waitAnswer(t, ch); !contains(a.body, `"errMsg":"no","errDlt":"","nextCode":1`) {
 		t.Errorf("answer %s; want the refusal: any refusal refuses", a.body)
@@ -193,4 +193,50 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// TestDeciderThatAcks: a decider that acks instead of answering allows.
+func TestDeciderThatAcks(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+	decider := b.Subscribe(t, &pb.Subscription{Group: "lazy", Decide: true})
+	start := time.Now()
+	ch := postAsync(t, b, beforeEx, examples.Must("openim-before-set-group-info-ex").Body)
+	decider.Ack(decider.Next().Id)
+	if a := waitAnswer(t, ch); !strings.HasPrefix(a.body, `{"actionCode":0,"errCode":0,`) || time.Since(start) > 10*time.Second {
+		t.Errorf("answer %s after %v; want an allow before the 15s deadline", a.body, time.Since(start))
+	}
+}
+
+// TestHalfClosedDecider: a decider that closed its side cannot answer; callbacks do not wait for it.
+func TestHalfClosedDecider(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+	decider := b.Subscribe(t, &pb.Subscription{Group: "gone", Decide: true})
+	if err := decider.Stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	status, out := b.Post(t, http.MethodPost, beforeEx, nil, examples.Must("openim-before-set-group-info-ex").Body)
+	if status != http.StatusOK || !strings.HasPrefix(string(out), `{"actionCode":0,"errCode":0,`) || time.Since(start) > 10*time.Second {
+		t.Errorf("answer %d %s after %v; want an allow before the 15s deadline", status, out, time.Since(start))
+	}
+}
+
+// TestBeforeSetGroupInfoErrors: OpenIM copies the answer's group fields over the change even when
+// the answer is an error, so errors on these routes echo the request, or refuse when they cannot.
+func TestBeforeSetGroupInfoErrors(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	status, out := b.Post(t, http.MethodPost, beforeEx, nil, []byte(`{"groupID":"G002","groupName":"x","needVerification":"often"}`))
+	if !strings.HasPrefix(string(out), `{"actionCode":0,"errCode":400,"errMsg":"wirejson: needVerification`) || !strings.Contains(string(out), `"nextCode":1,"groupID":""`) || status != http.StatusBadRequest {
+		t.Errorf("undecodable body: %d %s; want a refusal carrying the error", status, out)
+	}
+	b.Log.Conn().Close() // the event log is gone: 503
+	status, out = b.Post(t, http.MethodPost, beforeEx, nil, examples.Must("openim-before-set-group-info-ex").Body)
+	if !strings.HasPrefix(string(out), `{"actionCode":1,"errCode":503,`) || !strings.HasSuffix(string(out), `"nextCode":0,`+beforeExEcho) || status != http.StatusServiceUnavailable {
+		t.Errorf("log down: %d %s; want actionCode 1 echoing the request", status, out)
+	}
+	status, out = b.Post(t, http.MethodPost, "/openim/callbackAfterQuitGroupCommand", nil, examples.Must("openim-after-quit-group").Body)
+	assertOpenIMError(t, status, out, http.StatusServiceUnavailable)
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -97,7 +98,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		l.shutdownServer()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	l.stream, err = l.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        opts.Stream,
 		Description: "imbridge: IM server callbacks, one message per event",
 		Subjects:    []string{SubjectPrefix + ".>"},
@@ -107,11 +108,25 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    orUnlimited(opts.MaxBytes),
 		Replicas:    1,
-	})
+	}
+	if l.ns != nil {
+		// The embedded server is ours: its stream follows the options.
+		l.stream, err = l.js.CreateOrUpdateStream(ctx, cfg)
+	} else {
+		// An external cluster's stream may have been set up by its operators (replicas, limits):
+		// create it if missing, never rewrite it.
+		l.stream, err = l.js.Stream(ctx, opts.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			l.stream, err = l.js.CreateStream(ctx, cfg)
+		}
+		if err == nil && !slices.Contains(l.stream.CachedInfo().Config.Subjects, SubjectPrefix+".>") {
+			err = fmt.Errorf("stream %s exists but does not take %s.>", opts.Stream, SubjectPrefix)
+		}
+	}
 	if err != nil {
 		l.closeConn()
 		l.shutdownServer()
-		return nil, fmt.Errorf("create stream %s: %w", opts.Stream, err)
+		return nil, fmt.Errorf("stream %s: %w", opts.Stream, err)
 	}
 	return l, nil
 }

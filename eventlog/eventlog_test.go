@@ -7,6 +7,7 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestExternalServer: --nats-url goes through the same code as the embedded server. The external
@@ -56,5 +57,41 @@ func testLog(t *testing.T, opts Options) {
 	}
 	if _, err := l.Publish(ctx, &nats.Msg{Subject: SubjectPrefix + ".test"}); err == nil {
 		t.Error("publish after close: nil error")
+	}
+}
+
+// TestExternalStreamKept: an existing stream on an external server keeps its operators' settings.
+func TestExternalStreamKept(t *testing.T) {
+	t.Parallel()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	ctx := t.Context()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{SubjectPrefix + ".>"}, MaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Open(ctx, Options{URL: ns.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	info, err := js.Stream(ctx, DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().Config.MaxAge; got != time.Hour {
+		t.Errorf("max age %v after Open; want the operator's 1h", got)
 	}
 }

@@ -32,7 +32,8 @@ func WithCallInfo(ctx context.Context, ci *CallInfo) context.Context {
 	return context.WithValue(ctx, callInfoKey{}, ci)
 }
 
-func callInfoFrom(ctx context.Context) *CallInfo {
+// CallInfoFrom returns the CallInfo attached by WithCallInfo, or nil.
+func CallInfoFrom(ctx context.Context) *CallInfo {
 	ci, _ := ctx.Value(callInfoKey{}).(*CallInfo)
 	return ci
 }
@@ -46,7 +47,7 @@ func newEvent(ctx context.Context, src pb.Source, command string, phase pb.Phase
 		Phase:   phase,
 		Kind:    pb.EventKind_EVENT_KIND_RAW,
 	}
-	if ci := callInfoFrom(ctx); ci != nil {
+	if ci := CallInfoFrom(ctx); ci != nil {
 		ev.ReceivedTime = timestamppb.New(ci.Received)
 		ev.Metadata = ci.Metadata
 		ev.RawBody = ci.Body

@@ -169,6 +169,9 @@ func validateSubscription(sub *pb.Subscription) error {
 	if sub.Decide && sub.Group == "" {
 		return fmt.Errorf("decide needs a group: verdicts come from consumer groups")
 	}
+	if sub.GetMaxInFlight() > MaxInFlight {
+		return fmt.Errorf("max_in_flight %d: at most %d", sub.GetMaxInFlight(), MaxInFlight)
+	}
 	if d := sub.GetAckWait(); d != nil {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
 			return fmt.Errorf("ack_wait: invalid duration")

@@ -28,7 +28,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	var w *waiter
 	if len(groups) > 0 {
 		ev.DecideBy = timestamppb.New(time.Now().Add(pol.deadline))
-		w = s.verdicts.register(ev.Id, len(groups))
+		w = s.verdicts.register(ev.Id, groups)
 		defer s.verdicts.unregister(ev.Id)
 		msg.Header = nats.Header{verdictToHeader: []string{s.verdicts.subject(ev.Id)}}
 	}
@@ -46,7 +46,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	case w == nil:
 		return failureVerdict(pol.failure, noDeciderMsg), nil
 	}
-	v := w.wait(ctx, groups, pol.deadline, pol.failure)
+	v := w.wait(ctx, len(groups), pol.deadline, pol.failure)
 	if refused(v) {
 		s.logger.Debug("callback refused", "event", ev.Id, "command", ev.Command, "message", v.GetMessage())
 	}

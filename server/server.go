@@ -44,9 +44,14 @@ type Server struct {
 	verdicts *verdictRouter
 	deciders *deciders
 
+	groupsMu     sync.Mutex     // serializes joining groups, so that settings are checked and set at once
+	groupMembers map[string]int // members connected here, by group; guarded by groupsMu
+
 	// stop ends every subscriber stream at shutdown, so that GracefulStop does not wait on them.
 	stopCtx context.Context
 	stop    context.CancelFunc
+	closeMu sync.Mutex
+	closing bool // no new subscriber once set; guarded by closeMu
 	subs    sync.WaitGroup
 }
 
@@ -74,6 +79,8 @@ func New(opts Options) (*Server, error) {
 		logger:   opts.Logger,
 		verdicts: router,
 		deciders: newDeciders(),
+
+		groupMembers: map[string]int{},
 	}
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	return s, nil
@@ -92,19 +99,21 @@ func (s *Server) OpenIM() pb.OpenIMCallbackServiceServer { return openimService{
 // Tencent is the Tencent callback service.
 func (s *Server) Tencent() pb.TencentCallbackServiceServer { return tencentService{s: s} }
 
-// Close ends subscriber streams (their unacked events go back to their groups) and stops taking
-// verdicts. Callbacks still in flight finish: call Close after the HTTP server has shut down.
+// Close ends subscriber streams; their unacked events go back to their groups. Verdicts keep
+// flowing until the event log closes, so callbacks still in flight over gRPC are answered.
 func (s *Server) Close(ctx context.Context) error {
+	s.closeMu.Lock()
+	s.closing = true
+	s.closeMu.Unlock()
 	s.stop()
 	done := make(chan struct{})
 	go func() { s.subs.Wait(); close(done) }()
 	select {
 	case <-done:
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("subscribers still closing: %w", ctx.Err())
 	}
-	s.verdicts.close()
-	return nil
 }
 
 // Ready reports whether callbacks can be stored.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"slices"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +13,9 @@ import (
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
+
+// MaxInFlight caps Subscription.max_in_flight: a member's unacked events are held in memory.
+const MaxInFlight = 10000
 
 // Subscribe streams events to one subscriber. A group is a durable JetStream consumer shared by its
 // members; a subscription without a group is an ordered, ephemeral consumer of new events.
@@ -26,69 +28,80 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	if err := validateSubscription(sub); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if s.stopCtx.Err() != nil {
-		return status.Error(codes.Unavailable, "shutting down")
+	if !s.enter() {
+		return status.Error(codes.Unavailable, "bridge shutting down")
 	}
-	s.subs.Add(1)
 	defer s.subs.Done()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	cons, err := s.consumer(ctx, sub)
-	if err != nil {
-		return err
-	}
-	m := &member{
-		s:       s,
-		sub:     sub,
-		stream:  stream,
-		pending: map[string]jetstream.Msg{},
-	}
-	if sub.Group != "" {
-		max := int(sub.GetMaxInFlight())
-		if max <= 0 {
-			max = DefaultMaxInFlight
+	m := &member{s: s, stream: stream, pending: map[string]jetstream.Msg{}, freed: make(chan struct{}, 1)}
+	var next func() (jetstream.Msg, error) // the tail's iterator; groups fetch instead
+	if sub.Group == "" {
+		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), jetstream.OrderedConsumerConfig{
+			FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
+			DeliverPolicy:  jetstream.DeliverNewPolicy,
+		})
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
-		m.slots = make(chan struct{}, max)
+		it, err := c.Messages()
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "live tail: %v", err)
+		}
+		defer it.Stop()
+		defer context.AfterFunc(ctx, it.Stop)()
+		next = func() (jetstream.Msg, error) { return it.Next() }
+		m.sub = sub
+	} else {
+		var leave func()
+		m.cons, m.sub, leave, err = s.joinGroup(ctx, sub)
+		if err != nil {
+			return err
+		}
+		defer leave()
+		m.max = int(sub.GetMaxInFlight())
+		if m.max <= 0 {
+			m.max = DefaultMaxInFlight
+		}
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(cap(m.slots) + 1))
-	if err != nil {
-		return status.Errorf(codes.Unavailable, "consume: %v", err)
-	}
-	if sub.Decide {
-		defer s.deciders.add(sub.Group, sub.GetFilter())()
+	if m.sub.Decide {
+		m.undecide = sync.OnceFunc(s.deciders.add(sub.Group, m.sub.GetFilter()))
+		defer m.undecide()
 	}
 	if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Subscribed{
-		Subscribed: &pb.Subscribed{Group: sub.Group, Decide: sub.Decide},
+		Subscribed: &pb.Subscribed{Group: sub.Group, Decide: m.sub.Decide},
 	}}); err != nil {
-		it.Stop()
 		return err
 	}
-	s.logger.Info("subscriber joined", "group", sub.Group, "decide", sub.Decide)
+	s.logger.Info("subscriber joined", "group", sub.Group, "decide", m.sub.Decide)
 	defer s.logger.Info("subscriber left", "group", sub.Group)
 
-	recvErr := make(chan error, 1)
+	recvDone := make(chan error, 1)
 	go func() {
 		err := m.receive(ctx)
-		recvErr <- err
-		if !errors.Is(err, io.EOF) {
+		if err != nil {
 			cancel()
 		}
-		// io.EOF: the subscriber closed its side (grpcurl -d '{...}'): keep delivering.
+		recvDone <- err
 	}()
-	stopIter := context.AfterFunc(ctx, it.Drain)
-	defer stopIter()
-	sendErr := m.deliver(ctx, it)
-	cancel()
-	m.release(it)
-	if sendErr != nil {
-		return sendErr
+	if next != nil {
+		err = m.tail(ctx, next)
+	} else {
+		err = m.fetch(ctx)
+		m.release()
 	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	// The receive goroutine ends when this handler returns (Recv fails then); it is not waited for.
+	// An ack it takes after release() finds nothing pending.
 	select {
-	case err := <-recvErr:
-		if err != nil && !errors.Is(err, io.EOF) {
-			return err
+	case recvErr := <-recvDone:
+		if recvErr != nil {
+			return recvErr
 		}
 	default:
 	}
@@ -98,195 +111,223 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	return nil
 }
 
-// consumer finds or creates the JetStream consumer for a subscription.
-func (s *Server) consumer(ctx context.Context, sub *pb.Subscription) (jetstream.Consumer, error) {
-	js, streamName := s.log.JetStream(), s.log.Stream()
-	subjects := filterSubjects(sub.GetFilter())
+// enter counts a subscriber in, unless the server is closing.
+func (s *Server) enter() bool {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.subs.Add(1)
+	return true
+}
+
+func nonCatchAll(subjects []string) []string {
 	if subjects[0] == allSubjects {
-		subjects = nil
+		return nil
 	}
-	if sub.Group == "" {
-		c, err := js.OrderedConsumer(ctx, streamName, jetstream.OrderedConsumerConfig{
-			FilterSubjects: subjects,
-			DeliverPolicy:  jetstream.DeliverNewPolicy,
-		})
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "live tail: %v", err)
-		}
-		return c, nil
-	}
-	ackWait := DefaultAckWait
-	if d := sub.GetAckWait(); d != nil && d.AsDuration() > 0 {
-		ackWait = d.AsDuration()
-	}
-	c, err := js.Consumer(ctx, streamName, sub.Group)
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		cfg := jetstream.ConsumerConfig{
-			Durable:        sub.Group,
-			Description:    "imbridge consumer group",
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        ackWait,
-			MaxDeliver:     -1, // redelivered until acked: nothing is dropped
-			FilterSubjects: subjects,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			MaxAckPending:  -1, // members bound their own in-flight events
-		}
-		if sub.Start == pb.StartPosition_START_POSITION_NEW {
-			cfg.DeliverPolicy = jetstream.DeliverNewPolicy
-		}
-		c, err = js.CreateOrUpdateConsumer(ctx, streamName, cfg)
-	case err == nil:
-		// A group's filter and ack wait are the latest member's.
-		cfg := c.CachedInfo().Config
-		if cfg.AckWait != ackWait || !slices.Equal(cfg.FilterSubjects, subjects) || cfg.FilterSubject != "" {
-			cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject = ackWait, subjects, ""
-			c, err = js.UpdateConsumer(ctx, streamName, cfg)
-		}
-	}
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
-	}
-	return c, nil
+	return subjects
 }
 
 // member is one connected subscriber.
 type member struct {
-	s      *Server
-	sub    *pb.Subscription
-	stream pb.EventService_SubscribeServer
-	slots  chan struct{} // one per delivered, unacked event; nil for a live tail
+	s        *Server
+	sub      *pb.Subscription // the group's settings for a group member
+	stream   pb.EventService_SubscribeServer
+	cons     jetstream.Consumer // nil for a live tail
+	max      int                // most unacked events held
+	undecide func()             // removes this member from the deciders; nil if not one
+	freed    chan struct{}      // signalled when an ack frees a slot
 
-	mu      sync.Mutex
-	pending map[string]jetstream.Msg // delivered, not yet acked, by event id; guarded by mu
+	mu       sync.Mutex
+	pending  map[string]jetstream.Msg // delivered, not yet acked, by event id; guarded by mu
+	readOnly bool                     // the subscriber closed its side: it cannot ack; guarded by mu
 }
 
-// deliver sends events until the iterator ends or a send fails.
-func (m *member) deliver(ctx context.Context, it jetstream.MessagesContext) error {
+// tail sends a live tail's events; nothing is acked.
+func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) error {
 	for {
-		msg, err := it.Next()
+		msg, err := next()
 		if err != nil {
-			return nil // iterator drained: ctx ended
-		}
-		if ctx.Err() != nil {
-			if m.slots != nil {
-				_ = msg.Nak()
-			}
-			return nil
-		}
-		ev := new(pb.Event)
-		if err := proto.Unmarshal(msg.Data(), ev); err != nil {
-			m.s.logger.Error("undecodable event in log; terminated", "subject", msg.Subject(), "err", err)
-			_ = msg.Term()
-			continue
-		}
-		if md, err := msg.Metadata(); err == nil {
-			ev.Sequence = md.Sequence.Stream
-		}
-		if !matches(m.sub.GetFilter(), ev) {
-			_ = msg.Ack() // the subject filter is coarse; this group does not want it
-			continue
-		}
-		if m.slots != nil {
-			if !m.hold(ctx, ev.Id, msg) {
-				_ = msg.Nak()
+			if ctx.Err() != nil {
 				return nil
 			}
+			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
-		if err := m.stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}); err != nil {
-			return err
+		if ev := m.decode(msg); ev != nil && matches(m.sub.GetFilter(), ev) {
+			if err := m.send(ev); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-// hold records msg as delivered and unacked, waiting for a free slot.
-func (m *member) hold(ctx context.Context, id string, msg jetstream.Msg) bool {
-	m.mu.Lock()
-	if _, again := m.pending[id]; again {
-		m.pending[id] = msg // redelivered to us: already holds a slot
-		m.mu.Unlock()
-		return true
+// fetch pulls as many events as the member has free slots, never more, so that a busy member does
+// not hold events an idle one could take.
+func (m *member) fetch(ctx context.Context) error {
+	for {
+		free := m.waitFree(ctx)
+		if free == 0 {
+			return nil // ctx ended
+		}
+		batch, err := m.cons.Fetch(free, jetstream.FetchContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return status.Errorf(codes.Unavailable, "fetch: %v", err)
+		}
+		for msg := range batch.Messages() {
+			if err := m.handle(ctx, msg); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		// A pull that expires with fewer events than asked for ends without an error; anything
+		// else (consumer deleted, no heartbeat from the server) ends the subscription.
+		if err := batch.Error(); err != nil {
+			return status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+		}
 	}
-	m.mu.Unlock()
-	select {
-	case m.slots <- struct{}{}:
-	case <-ctx.Done():
-		return false
-	}
-	m.mu.Lock()
-	m.pending[id] = msg
-	m.mu.Unlock()
-	return true
 }
 
-// take removes an event from pending.
-func (m *member) take(id string) jetstream.Msg {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	msg, ok := m.pending[id]
-	if !ok {
+// handle delivers one fetched message.
+func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
+	if ctx.Err() != nil {
+		_ = msg.Nak()
 		return nil
 	}
-	delete(m.pending, id)
-	<-m.slots
-	return msg
+	ev := m.decode(msg)
+	if ev == nil {
+		return nil
+	}
+	if !matches(m.sub.GetFilter(), ev) {
+		_ = msg.Ack() // the subject filter is coarse; the group does not want this one
+		return nil
+	}
+	m.mu.Lock()
+	m.pending[ev.Id] = msg // a redelivery to the same member replaces the older delivery
+	readOnly := m.readOnly
+	m.mu.Unlock()
+	if err := m.send(ev); err != nil {
+		return err
+	}
+	if readOnly {
+		m.ack(ev.Id, nil)
+	}
+	return nil
 }
 
-// receive handles acks and verdicts until the stream ends.
+func (m *member) decode(msg jetstream.Msg) *pb.Event {
+	ev := new(pb.Event)
+	if err := proto.Unmarshal(msg.Data(), ev); err != nil {
+		m.s.logger.Error("undecodable event in the log; terminated", "subject", msg.Subject(), "err", err)
+		_ = msg.Term()
+		return nil
+	}
+	if md, err := msg.Metadata(); err == nil {
+		ev.Sequence = md.Sequence.Stream
+	}
+	return ev
+}
+
+func (m *member) send(ev *pb.Event) error {
+	return m.stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}})
+}
+
+// waitFree blocks until the member has a free slot and returns how many it has; 0 when ctx ends.
+func (m *member) waitFree(ctx context.Context) int {
+	for ctx.Err() == nil {
+		m.mu.Lock()
+		free := m.max - len(m.pending)
+		m.mu.Unlock()
+		if free > 0 {
+			return free
+		}
+		select {
+		case <-m.freed:
+		case <-ctx.Done():
+		}
+	}
+	return 0
+}
+
+// ack settles a delivered event: it acks it to the log, first sending the verdict, if any, to the
+// callback waiting for it. A decider's plain ack counts as an allow.
+func (m *member) ack(id string, v *pb.Verdict) {
+	m.mu.Lock()
+	msg, ok := m.pending[id]
+	delete(m.pending, id)
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case m.freed <- struct{}{}:
+	default:
+	}
+	if to := msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
+		if v == nil {
+			v = allowVerdict
+		}
+		if err := sendVerdict(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
+			m.s.logger.Warn("verdict not sent", "event", id, "err", err)
+		}
+	}
+	_ = msg.Ack()
+}
+
+// receive handles acks and verdicts until the stream ends. When the subscriber closes its side
+// (grpcurl -d '{...}' does), it can no longer ack or decide: from then on each event is acked as it
+// is sent, and the member stops deciding.
 func (m *member) receive(ctx context.Context) error {
 	for {
 		req, err := m.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			m.goReadOnly()
+			return nil
+		}
 		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return io.EOF
-			}
 			if ctx.Err() != nil || status.Code(err) == codes.Canceled {
 				return nil
 			}
 			return err
 		}
-		if m.slots == nil {
+		if m.cons == nil {
 			continue // a live tail has nothing to ack
 		}
 		switch r := req.Request.(type) {
 		case *pb.SubscribeRequest_Ack:
-			if msg := m.take(r.Ack.GetEventId()); msg != nil {
-				_ = msg.Ack()
-			}
+			m.ack(r.Ack.GetEventId(), nil)
 		case *pb.SubscribeRequest_Verdict:
-			msg := m.take(r.Verdict.GetEventId())
-			if msg == nil {
-				continue
-			}
-			if to := msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
-				v := r.Verdict.GetVerdict()
-				if v == nil {
-					v = allowVerdict
-				}
-				if err := sendVerdict(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
-					m.s.logger.Warn("verdict not sent", "event", r.Verdict.GetEventId(), "err", err)
-				}
-			}
-			_ = msg.Ack()
+			m.ack(r.Verdict.GetEventId(), r.Verdict.GetVerdict())
 		case *pb.SubscribeRequest_Subscription:
 			return status.Error(codes.InvalidArgument, "subscription already set")
 		}
 	}
 }
 
-// release hands every event this member held back to its group, at once rather than after the ack
-// wait, including the ones the iterator had fetched but not yet delivered.
-func (m *member) release(it jetstream.MessagesContext) {
-	it.Drain()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			break
-		}
-		if m.slots != nil {
-			_ = msg.Nak()
-		}
+func (m *member) goReadOnly() {
+	if m.undecide != nil {
+		m.undecide()
 	}
+	m.mu.Lock()
+	m.readOnly = true
+	ids := make([]string, 0, len(m.pending))
+	for id := range m.pending {
+		ids = append(ids, id)
+	}
+	m.mu.Unlock()
+	for _, id := range ids {
+		m.ack(id, nil)
+	}
+}
+
+// release hands the events this member still holds back to its group at once, rather than after
+// the ack wait.
+func (m *member) release() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, msg := range m.pending {

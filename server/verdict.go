@@ -31,21 +31,15 @@ var (
 // verdictRouter hands verdicts arriving over NATS to the callbacks waiting for them.
 type verdictRouter struct {
 	prefix string // verdictPrefix.<instance>.
-	sub    *nats.Subscription
 
 	mu      sync.Mutex
 	waiters map[string]*waiter // by event id; guarded by mu
 }
 
-// groupVerdict is one decider group's answer.
-type groupVerdict struct {
-	group   string
-	verdict *pb.Verdict
-}
-
-// waiter collects the verdicts of one event.
+// waiter collects the verdicts of one event: one from each group it waits for.
 type waiter struct {
-	ch chan groupVerdict // buffered; the router never blocks on it
+	awaited map[string]bool  // groups not yet heard from; guarded by the router's mu
+	ch      chan *pb.Verdict // buffered for every awaited group: the router never blocks
 }
 
 func newVerdictRouter(nc *nats.Conn) (*verdictRouter, error) {
@@ -53,23 +47,21 @@ func newVerdictRouter(nc *nats.Conn) (*verdictRouter, error) {
 		prefix:  verdictPrefix + "." + nuid.Next() + ".",
 		waiters: map[string]*waiter{},
 	}
-	sub, err := nc.Subscribe(r.prefix+"*", r.deliver)
-	if err != nil {
+	// The subscription lasts as long as the connection: verdicts are taken until the log closes.
+	if _, err := nc.Subscribe(r.prefix+"*", r.deliver); err != nil {
 		return nil, err
 	}
-	r.sub = sub
 	return r, nil
-}
-
-func (r *verdictRouter) close() {
-	_ = r.sub.Unsubscribe()
 }
 
 func (r *verdictRouter) subject(eventID string) string { return r.prefix + eventID }
 
 // register must come before the event is published, so that no verdict can arrive unheard.
-func (r *verdictRouter) register(eventID string, groups int) *waiter {
-	w := &waiter{ch: make(chan groupVerdict, groups)}
+func (r *verdictRouter) register(eventID string, groups []string) *waiter {
+	w := &waiter{awaited: make(map[string]bool, len(groups)), ch: make(chan *pb.Verdict, len(groups))}
+	for _, g := range groups {
+		w.awaited[g] = true
+	}
 	r.mu.Lock()
 	r.waiters[eventID] = w
 	r.mu.Unlock()
@@ -82,22 +74,23 @@ func (r *verdictRouter) unregister(eventID string) {
 	r.mu.Unlock()
 }
 
+// deliver takes the first verdict of each awaited group; a group not awaited, a second answer (an
+// event redelivered and decided twice) and a late one are dropped.
 func (r *verdictRouter) deliver(m *nats.Msg) {
 	id := strings.TrimPrefix(m.Subject, r.prefix)
 	v := new(pb.Verdict)
 	if err := proto.Unmarshal(m.Data, v); err != nil {
-		return // not from a bridge: nothing to answer
+		return // not from a bridge
 	}
+	group := m.Header.Get(groupHeader)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	w := r.waiters[id]
-	r.mu.Unlock()
-	if w == nil {
-		return // late: the callback was answered already
+	if w == nil || !w.awaited[group] {
+		return
 	}
-	select {
-	case w.ch <- groupVerdict{group: m.Header.Get(groupHeader), verdict: v}:
-	default: // more answers than groups (a redelivered event answered twice): the first counts
-	}
+	delete(w.awaited, group)
+	w.ch <- v
 }
 
 // sendVerdict publishes a decider's verdict to the instance waiting for it.
@@ -109,27 +102,19 @@ func sendVerdict(nc *nats.Conn, to, group string, v *pb.Verdict) error {
 	return nc.PublishMsg(&nats.Msg{Subject: to, Data: data, Header: nats.Header{groupHeader: []string{group}}})
 }
 
-// wait collects verdicts from the expected groups until all have allowed, one refuses, the deadline
-// passes (failure policy) or ctx ends (the IM server went away; failure policy too).
-func (w *waiter) wait(ctx context.Context, groups []string, deadline time.Duration, failure FailurePolicy) *pb.Verdict {
+// wait collects the groups' verdicts until all have allowed, one refuses, the deadline passes
+// (failure policy) or ctx ends (the IM server went away; failure policy too).
+func (w *waiter) wait(ctx context.Context, groups int, deadline time.Duration, failure FailurePolicy) *pb.Verdict {
 	timer := time.NewTimer(deadline)
 	defer timer.Stop()
-	pending := make(map[string]bool, len(groups))
-	for _, g := range groups {
-		pending[g] = true
-	}
 	var merged *pb.Verdict
-	for len(pending) > 0 {
+	for ; groups > 0; groups-- {
 		select {
-		case gv := <-w.ch:
-			if !pending[gv.group] {
-				continue // a group that was not asked, or answered already
+		case v := <-w.ch:
+			if refused(v) {
+				return v
 			}
-			delete(pending, gv.group)
-			if gv.verdict.GetDecision() == pb.Decision_DECISION_REFUSE {
-				return gv.verdict
-			}
-			merged = mergeAllow(merged, gv.verdict)
+			merged = mergeAllow(merged, v)
 		case <-timer.C:
 			return failureVerdict(failure, timeoutMessage)
 		case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
 	"github.com/imbridge/imbridge/examples"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -59,14 +61,19 @@ type process struct {
 	httpAddr string
 	grpcAddr string
 	exited   chan error
+	lines    chan string // every log line, for waitLog
+
+	mu  sync.Mutex
+	log bytes.Buffer // guarded by mu
 }
 
 var listenRE = regexp.MustCompile(`msg="(http|grpc) listening" addr=(\S+)`)
 
 // startServe runs the real binary on loopback port 0 and reads the bound addresses from its log.
-func startServe(t *testing.T, dataDir string) *process {
+func startServe(t *testing.T, dataDir string, args ...string) *process {
 	t.Helper()
-	cmd := exec.Command(binary(t), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir)
+	args = append([]string{"serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir}, args...)
+	cmd := exec.Command(binary(t), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,14 +81,19 @@ func startServe(t *testing.T, dataDir string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, exited: make(chan error, 1)}
+	p := &process{cmd: cmd, exited: make(chan error, 1), lines: make(chan string, 1000)}
 	found := make(chan struct{})
-	var log bytes.Buffer
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
-			log.WriteString(line + "\n")
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			p.mu.Unlock()
+			select {
+			case p.lines <- line:
+			default:
+			}
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				if m[1] == "http" {
 					p.httpAddr = m[2]
@@ -99,11 +111,34 @@ func startServe(t *testing.T, dataDir string) *process {
 	select {
 	case <-found:
 	case err := <-p.exited:
-		t.Fatalf("imbridge exited: %v\n%s", err, log.String())
+		t.Fatalf("imbridge exited: %v\n%s", err, p.logText())
 	case <-timer.C:
-		t.Fatalf("imbridge did not start\n%s", log.String())
+		t.Fatalf("imbridge did not start\n%s", p.logText())
 	}
 	return p
+}
+
+func (p *process) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// waitLog waits for a log line containing s.
+func (p *process) waitLog(t *testing.T, s string) {
+	t.Helper()
+	timer := time.NewTimer(bridgetest.Timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case line := <-p.lines:
+			if strings.Contains(line, s) {
+				return
+			}
+		case <-timer.C:
+			t.Fatalf("no log line with %q\n%s", s, p.logText())
+		}
+	}
 }
 
 func (p *process) wait(t *testing.T) error {
@@ -260,5 +295,93 @@ func TestEnvTwins(t *testing.T) {
 	}
 	if *httpAddr != "127.0.0.1:1" || *grpcAddr != "127.0.0.1:3" {
 		t.Errorf("http %s grpc %s; want the environment's http and the flag's grpc", *httpAddr, *grpcAddr)
+	}
+}
+
+// TestShutdownFinishesCallbacksInFlight: after SIGTERM the bridge stops taking callbacks but the one
+// in flight still gets its decider's verdict, and the process exits cleanly.
+func TestShutdownFinishesCallbacksInFlight(t *testing.T) {
+	t.Parallel()
+	policies := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(policies, []byte("default: {deadline: 15s}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, t.TempDir(), "--config", policies)
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
+	defer cancel()
+	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{Group: "mod", Decide: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // subscribed
+		t.Fatal(err)
+	}
+	type result struct {
+		out string
+		err error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		var out bytes.Buffer
+		err := send(ctx, []string{"--url", "http://" + p.httpAddr, "openim-before-set-group-info-ex"}, &out)
+		answered <- result{out.String(), err}
+	}()
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "shutting down")
+	verdict := &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "decided during shutdown"}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{Verdict: &pb.VerdictReply{EventId: resp.GetEvent().GetId(), Verdict: verdict}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-answered
+	if !strings.Contains(r.out, `"errMsg":"decided during shutdown"`) {
+		t.Errorf("answer %q (%v); want the verdict given during shutdown", r.out, r.err)
+	}
+	if err := p.wait(t); err != nil {
+		t.Errorf("exit: %v; want 0", err)
+	}
+}
+
+// TestReflection: grpcurl list works.
+func TestReflection(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir())
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	for _, want := range []string{"imbridge.v1.EventService", "imbridge.v1.OpenIMCallbackService", "imbridge.v1.TencentCallbackService", "grpc.health.v1.Health"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("services %v; want %s", names, want)
+		}
 	}
 }

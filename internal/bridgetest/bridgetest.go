@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ const Timeout = 20 * time.Second
 type Options struct {
 	// DataDir of the event log; default a new t.TempDir().
 	DataDir string
+	// NATSURL: an external NATS server instead of the embedded one.
+	NATSURL string
 	// Policies for verdicts.
 	Policies *server.Policies
 	// Gateway options (services, Ready and Logger are filled in).
@@ -44,6 +47,8 @@ type Bridge struct {
 	Conn   *grpc.ClientConn
 	Server *server.Server
 	Log    *eventlog.Log
+	// Close stops the bridge (it also stops when the test ends).
+	Close func()
 }
 
 // Start runs a bridge until the test ends.
@@ -54,7 +59,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 		opts.DataDir = t.TempDir()
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: opts.DataDir, Logger: logger})
+	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: opts.DataDir, URL: opts.NATSURL, Logger: logger})
 	if err != nil {
 		t.Fatalf("open event log: %v", err)
 	}
@@ -80,7 +85,15 @@ func Start(t testing.TB, opts Options) *Bridge {
 	if err != nil {
 		t.Fatalf("grpc client: %v", err)
 	}
-	t.Cleanup(func() {
+	b := &Bridge{
+		URL:    hs.URL,
+		Events: pb.NewEventServiceClient(conn),
+		OpenIM: pb.NewOpenIMCallbackServiceClient(conn),
+		Conn:   conn,
+		Server: srv,
+		Log:    log,
+	}
+	b.Close = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		defer cancel()
 		hs.Close()
@@ -91,38 +104,38 @@ func Start(t testing.TB, opts Options) *Bridge {
 			t.Errorf("close event log: %v", err)
 		}
 	})
-	return &Bridge{
-		URL:    hs.URL,
-		Events: pb.NewEventServiceClient(conn),
-		OpenIM: pb.NewOpenIMCallbackServiceClient(conn),
-		Conn:   conn,
-		Server: srv,
-		Log:    log,
-	}
+	t.Cleanup(b.Close)
+	return b
 }
 
 // Post sends a request to the gateway and returns the status and body.
 func (b *Bridge) Post(t testing.TB, method, pathAndQuery string, header http.Header, body []byte) (int, []byte) {
 	t.Helper()
+	status, out, err := b.Do(method, pathAndQuery, header, body)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, pathAndQuery, err)
+	}
+	return status, out
+}
+
+// Do is Post for use outside the test's goroutine: it returns the error.
+func (b *Bridge) Do(method, pathAndQuery string, header http.Header, body []byte) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, b.URL+pathAndQuery, bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, pathAndQuery, err)
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, err
 }
 
 // Sub is an open subscription.

@@ -1,0 +1,161 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+// A consumer group's settings (filter, decide, ack wait) belong to the group, not to a member: they
+// are stored in the durable consumer, so that every member delivers, acks and decides alike. A member
+// asking for other settings is refused while another member of the group is connected to this
+// bridge; with none connected, the new settings replace the old.
+const (
+	metaFilter = "imbridge.filter"
+	metaDecide = "imbridge.decide"
+)
+
+// joinGroup finds or creates a group's durable consumer and counts the member in. It returns the
+// consumer, the group's settings (sub's, except where sub left them unset) and the function that
+// counts the member out.
+func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (jetstream.Consumer, *pb.Subscription, func(), error) {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	c, settings, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s.groupMembers[sub.Group]++
+	leave := func() {
+		s.groupsMu.Lock()
+		defer s.groupsMu.Unlock()
+		if s.groupMembers[sub.Group]--; s.groupMembers[sub.Group] == 0 {
+			delete(s.groupMembers, sub.Group)
+		}
+	}
+	return c, settings, leave, nil
+}
+
+func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (jetstream.Consumer, *pb.Subscription, error) {
+	js, streamName := s.log.JetStream(), s.log.Stream()
+	want := groupConfig(sub)
+	c, err := js.CreateConsumer(ctx, streamName, want)
+	if err == nil || !errors.Is(err, jetstream.ErrConsumerExists) {
+		if err != nil {
+			return nil, nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+		}
+		return c, sub, nil
+	}
+	c, err = js.Consumer(ctx, streamName, sub.Group)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+	}
+	info := c.CachedInfo()
+	have, err := settingsOf(info.Config)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
+	}
+	if sub.AckWait == nil {
+		sub = proto.CloneOf(sub)
+		sub.AckWait = have.AckWait // unset: the group's
+	}
+	if sameSettings(have, sub) {
+		return c, have, nil
+	}
+	if inUse {
+		return nil, nil, status.Errorf(codes.FailedPrecondition,
+			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v): members of a group must agree",
+			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration())
+	}
+	cfg := info.Config
+	cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject, cfg.Metadata = want.AckWait, want.FilterSubjects, "", want.Metadata
+	if c, err = js.UpdateConsumer(ctx, streamName, cfg); err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+	}
+	s.logger.Info("consumer group settings replaced", "group", sub.Group)
+	return c, sub, nil
+}
+
+func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
+	subjects := filterSubjects(sub.GetFilter())
+	if subjects[0] == allSubjects {
+		subjects = nil
+	}
+	ackWait := DefaultAckWait
+	if d := sub.GetAckWait(); d != nil && d.AsDuration() > 0 {
+		ackWait = d.AsDuration()
+	}
+	filter, _ := proto.MarshalOptions{Deterministic: true}.Marshal(sub.GetFilter())
+	decide := "false"
+	if sub.Decide {
+		decide = "true"
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:        sub.Group,
+		Description:    "imbridge consumer group",
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		MaxDeliver:     -1, // delivered again until acked: nothing is dropped
+		FilterSubjects: subjects,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MaxAckPending:  -1, // each member bounds its own unacked events
+		Metadata:       map[string]string{metaFilter: base64.StdEncoding.EncodeToString(filter), metaDecide: decide},
+	}
+	// A new decider group judges live callbacks; working through stored history first would make
+	// them all time out.
+	if sub.Start == pb.StartPosition_START_POSITION_NEW || sub.Start == pb.StartPosition_START_POSITION_UNSPECIFIED && sub.Decide {
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	return cfg
+}
+
+// settingsOf reads a group's settings back from its consumer.
+func settingsOf(cfg jetstream.ConsumerConfig) (*pb.Subscription, error) {
+	raw, ok := cfg.Metadata[metaFilter]
+	if !ok {
+		return nil, errors.New("not an imbridge consumer group")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, fmt.Errorf("stored filter: %w", err)
+	}
+	f := new(pb.EventFilter)
+	if err := proto.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("stored filter: %w", err)
+	}
+	return &pb.Subscription{
+		Filter:  f,
+		Decide:  cfg.Metadata[metaDecide] == "true",
+		AckWait: durationpb.New(cfg.AckWait),
+	}, nil
+}
+
+func sameSettings(have, want *pb.Subscription) bool {
+	return have.Decide == want.Decide &&
+		proto.Equal(have.GetFilter(), orEmpty(want.GetFilter())) &&
+		have.GetAckWait().AsDuration() == ackWaitOf(want)
+}
+
+func orEmpty(f *pb.EventFilter) *pb.EventFilter {
+	if f == nil {
+		return &pb.EventFilter{}
+	}
+	return f
+}
+
+func ackWaitOf(sub *pb.Subscription) time.Duration {
+	if d := sub.GetAckWait(); d != nil && d.AsDuration() > 0 {
+		return d.AsDuration()
+	}
+	return DefaultAckWait
+}
