@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			logger.Warn("subscribers did not end; stopping the gRPC server", "err", err)
 			gs.Stop()
+			srv.Stop()
 			return nil
 		}
 		stopped := make(chan struct{})
@@ -193,6 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-sctx.Done():
 			gs.Stop()
 		}
+		srv.Stop() // no callback can arrive any more
 		return nil
 	})
 	return g.Wait()

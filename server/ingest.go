@@ -37,7 +37,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		return nil, status.Errorf(codes.InvalidArgument, "encode event: %v", err)
 	}
 	msg.Data = data
-	if _, err := s.log.Publish(ctx, msg); err != nil {
+	if err := s.committer.store(ctx, msg); err != nil {
 		return nil, status.Error(codes.Unavailable, fmt.Sprintf("store event: %v", err))
 	}
 	switch {

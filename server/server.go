@@ -38,11 +38,12 @@ type Options struct {
 type Server struct {
 	pb.UnimplementedEventServiceServer
 
-	log      *eventlog.Log
-	policies *policySet
-	logger   *slog.Logger
-	verdicts *verdictRouter
-	deciders *deciders
+	log       *eventlog.Log
+	policies  *policySet
+	logger    *slog.Logger
+	verdicts  *verdictRouter
+	deciders  *deciders
+	committer *committer
 
 	groupsMu     sync.Mutex     // serializes joining groups, so that settings are checked and set at once
 	groupMembers map[string]int // members connected here, by group; guarded by groupsMu
@@ -74,11 +75,12 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("verdict subscription: %w", err)
 	}
 	s := &Server{
-		log:      opts.Log,
-		policies: pols,
-		logger:   opts.Logger,
-		verdicts: router,
-		deciders: newDeciders(),
+		log:       opts.Log,
+		policies:  pols,
+		logger:    opts.Logger,
+		verdicts:  router,
+		deciders:  newDeciders(),
+		committer: newCommitter(opts.Log),
 
 		groupMembers: map[string]int{},
 	}
@@ -115,6 +117,10 @@ func (s *Server) Close(ctx context.Context) error {
 		return fmt.Errorf("subscribers still closing: %w", ctx.Err())
 	}
 }
+
+// Stop stops storing events: call it last, once no callback can arrive any more (after the HTTP
+// server and the gRPC server have stopped). Callbacks arriving later fail with Unavailable.
+func (s *Server) Stop() { s.committer.close() }
 
 // Ready reports whether callbacks can be stored.
 func (s *Server) Ready(ctx context.Context) error { return s.log.Ready(ctx) }

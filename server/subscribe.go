@@ -36,7 +36,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	m := &member{s: s, stream: stream, pending: map[string]jetstream.Msg{}, freed: make(chan struct{}, 1)}
+	m := &member{s: s, stream: stream, pending: map[string]*record{}, freed: make(chan struct{}, 1)}
 	var next func() (jetstream.Msg, error) // the tail's iterator; groups fetch instead
 	if sub.Group == "" {
 		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), jetstream.OrderedConsumerConfig{
@@ -140,8 +140,15 @@ type member struct {
 	freed    chan struct{}      // signalled when an ack frees a slot
 
 	mu       sync.Mutex
-	pending  map[string]jetstream.Msg // delivered, not yet acked, by event id; guarded by mu
-	readOnly bool                     // the subscriber closed its side: it cannot ack; guarded by mu
+	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
+	readOnly bool               // the subscriber closed its side: it cannot ack; guarded by mu
+}
+
+// record is one delivered log message and how many of its events are not yet acked. The message
+// is acked to the log when none is left.
+type record struct {
+	msg  jetstream.Msg
+	left int // guarded by member.mu
 }
 
 // tail sends a live tail's events; nothing is acked.
@@ -154,9 +161,11 @@ func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) e
 			}
 			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
-		if ev := m.decode(msg); ev != nil && matches(m.sub.GetFilter(), ev) {
-			if err := m.send(ev); err != nil {
-				return err
+		for _, ev := range m.decode(msg) {
+			if matches(m.sub.GetFilter(), ev) {
+				if err := m.send(ev); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -193,44 +202,64 @@ func (m *member) fetch(ctx context.Context) error {
 	}
 }
 
-// handle delivers one fetched message.
+// handle delivers the events of one fetched log message.
 func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
 	if ctx.Err() != nil {
 		_ = msg.Nak()
 		return nil
 	}
-	ev := m.decode(msg)
-	if ev == nil {
-		return nil
-	}
-	if !matches(m.sub.GetFilter(), ev) {
-		_ = msg.Ack() // the subject filter is coarse; the group does not want this one
-		return nil
-	}
+	evs := m.decode(msg)
+	rec := &record{msg: msg}
+	var send []*pb.Event
 	m.mu.Lock()
-	m.pending[ev.Id] = msg // a redelivery to the same member replaces the older delivery
+	for _, ev := range evs {
+		if !matches(m.sub.GetFilter(), ev) {
+			continue // the subject filter is coarse; the group does not want this one
+		}
+		// A redelivery to the same member replaces the older delivery.
+		m.pending[ev.Id] = rec
+		rec.left++
+		send = append(send, ev)
+	}
 	readOnly := m.readOnly
 	m.mu.Unlock()
-	if err := m.send(ev); err != nil {
-		return err
+	if rec.left == 0 {
+		_ = msg.Ack()
+		return nil
 	}
-	if readOnly {
-		m.ack(ev.Id, nil)
+	for _, ev := range send {
+		if err := m.send(ev); err != nil {
+			return err
+		}
+		if readOnly {
+			m.ack(ev.Id, nil)
+		}
 	}
 	return nil
 }
 
-func (m *member) decode(msg jetstream.Msg) *pb.Event {
-	ev := new(pb.Event)
-	if err := proto.Unmarshal(msg.Data(), ev); err != nil {
-		m.s.logger.Error("undecodable event in the log; terminated", "subject", msg.Subject(), "err", err)
+// decode returns the events of a log message; an undecodable message is terminated, not retried.
+func (m *member) decode(msg jetstream.Msg) []*pb.Event {
+	raw, err := recordEvents(msg.Headers(), msg.Data())
+	var evs []*pb.Event
+	for _, b := range raw {
+		ev := new(pb.Event)
+		if err = proto.Unmarshal(b, ev); err != nil {
+			break
+		}
+		evs = append(evs, ev)
+	}
+	if err != nil {
+		m.s.logger.Error("undecodable record in the log; terminated", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
 		return nil
 	}
 	if md, err := msg.Metadata(); err == nil {
-		ev.Sequence = md.Sequence.Stream
+		for _, ev := range evs {
+			ev.Sequence = md.Sequence.Stream
+		}
 	}
-	return ev
+	return evs
 }
 
 func (m *member) send(ev *pb.Event) error {
@@ -254,12 +283,17 @@ func (m *member) waitFree(ctx context.Context) int {
 	return 0
 }
 
-// ack settles a delivered event: it acks it to the log, first sending the verdict, if any, to the
-// callback waiting for it. A decider's plain ack counts as an allow.
+// ack settles a delivered event: it sends the verdict, if any, to the callback waiting for it, and
+// acks the log message once all its events are settled. A decider's plain ack counts as an allow.
 func (m *member) ack(id string, v *pb.Verdict) {
 	m.mu.Lock()
-	msg, ok := m.pending[id]
+	rec, ok := m.pending[id]
 	delete(m.pending, id)
+	done := false
+	if ok {
+		rec.left--
+		done = rec.left == 0
+	}
 	m.mu.Unlock()
 	if !ok {
 		return
@@ -268,7 +302,8 @@ func (m *member) ack(id string, v *pb.Verdict) {
 	case m.freed <- struct{}{}:
 	default:
 	}
-	if to := msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
+	// Events waiting for a verdict are stored alone, so the header is theirs.
+	if to := rec.msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
 		if v == nil {
 			v = allowVerdict
 		}
@@ -276,7 +311,9 @@ func (m *member) ack(id string, v *pb.Verdict) {
 			m.s.logger.Warn("verdict not sent", "event", id, "err", err)
 		}
 	}
-	_ = msg.Ack()
+	if done {
+		_ = rec.msg.Ack()
+	}
 }
 
 // receive handles acks and verdicts until the stream ends. When the subscriber closes its side
@@ -325,13 +362,17 @@ func (m *member) goReadOnly() {
 	}
 }
 
-// release hands the events this member still holds back to its group at once, rather than after
-// the ack wait.
+// release hands the records this member still holds back to its group at once, rather than after
+// the ack wait. A record goes back whole: its events acked already are delivered again (at least once).
 func (m *member) release() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, msg := range m.pending {
-		_ = msg.Nak()
+	naked := map[*record]bool{}
+	for id, rec := range m.pending {
+		if !naked[rec] {
+			_ = rec.msg.Nak()
+			naked[rec] = true
+		}
 		delete(m.pending, id)
 	}
 }

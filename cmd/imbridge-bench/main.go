@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,7 +39,10 @@ type config struct {
 	FanOut      []int         `json:"fan_out"`
 	Pin         bool          `json:"pinned_latency_runs"`
 	CPUProfile  string        `json:"-"`
+	Scenarios   []string      `json:"scenarios"`
 }
+
+func (c config) wants(s string) bool { return slices.Contains(c.Scenarios, s) }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "baseline-server" {
@@ -49,7 +53,7 @@ func main() {
 		return
 	}
 	var cfg config
-	var fanout string
+	var fanout, scenarios string
 	flag.StringVar(&cfg.Bridge, "bridge", "bin/imbridge", "imbridge binary to measure")
 	flag.StringVar(&cfg.Out, "out", "bench/results/latest.json", "where to write the JSON results")
 	flag.DurationVar(&cfg.Duration, "duration", 5*time.Second, "measured time of each load run")
@@ -61,6 +65,7 @@ func main() {
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the bridge during the ingest run to this file")
+	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog", "which scenarios to run (the baseline always runs)")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
 	flag.Parse()
 	for _, f := range strings.Split(fanout, ",") {
@@ -71,6 +76,7 @@ func main() {
 		}
 		cfg.FanOut = append(cfg.FanOut, n)
 	}
+	cfg.Scenarios = strings.Split(scenarios, ",")
 	rep, err := run(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "imbridge-bench:", err)
@@ -108,7 +114,6 @@ func run(cfg config) (*report, error) {
 	}
 	defer os.RemoveAll(tmp)
 	dataDir := func(name string) string { return filepath.Join(tmp, name) }
-	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s\n", name) }
 
 	// 1. Baseline.
 	step("baseline")
@@ -123,15 +128,48 @@ func run(cfg config) (*report, error) {
 	}
 	rep.load("baseline", "net/http + encoding/json, fixed answer", baseRes)
 
-	// 2. Ingest with one acking group, and memory.
+	if cfg.wants("ingest") {
+		if err := ingest(ctx, cfg, dataDir("ingest"), rep, baseRes); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.wants("fan-out") {
+		if err := fanOuts(ctx, cfg, dataDir, rep); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.wants("verdict") {
+		step("verdict")
+		verdict, err := verdictRoundTrip(ctx, cfg, dataDir("verdict"))
+		if err != nil {
+			return nil, err
+		}
+		rep.latency("verdict", fmt.Sprintf("before-callback answer, 1 decider, %.0f req/s", cfg.VerdictRate), verdict.Latencies, "p99 <= 2ms", percentile(verdict.Latencies, 99) <= 2*time.Millisecond)
+		rep.errors("verdict", verdict)
+	}
+	if cfg.wants("backlog") {
+		step("backlog")
+		rate, err := backlogDrain(ctx, cfg, dataDir("backlog"))
+		if err != nil {
+			return nil, err
+		}
+		rep.metric("backlog", fmt.Sprintf("drain of %d stored events", cfg.Backlog), rate, "events/s", ">= 100000", rate >= 100000)
+	}
+	return rep, nil
+}
+
+func step(name string) { fmt.Fprintf(os.Stderr, "bench: %s\n", name) }
+
+// ingest: after-callbacks as fast as they are answered, one acking group, and the bridge's memory.
+func ingest(ctx context.Context, cfg config, dir string, rep *report, baseRes loadResult) error {
 	step("ingest")
 	var extra []string
 	if cfg.CPUProfile != "" {
 		extra = []string{"--debug-addr", "127.0.0.1:0"}
 	}
-	br, err := startBridge(cfg.Bridge, dataDir("ingest"), false, extra...)
+	br, err := startBridge(cfg.Bridge, dir, false, extra...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.CPUProfile != "" {
 		go profile(br.debugAddr, cfg.Warmup, cfg.Duration, cfg.CPUProfile)
@@ -141,27 +179,31 @@ func run(cfg config) (*report, error) {
 	sub, err := subscribe(br.grpcAddr, &pb.Subscription{Group: "bench"}, rec)
 	if err != nil {
 		br.stop()
-		return nil, err
+		return err
 	}
 	ingRes, err := warmAndLoad(ctx, cfg, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0)
 	_, peak := br.rss()
 	sub.close()
 	br.stop()
 	if err != nil {
-		return nil, err
+		return err
 	}
+	ratio := ingRes.rate() / baseRes.rate()
 	rep.load("ingest", "after-callbacks, embedded log, 1 acking group", ingRes)
-	rep.metric("ingest", "ratio to baseline", ingRes.rate()/baseRes.rate(), "x", ">= 0.6", ingRes.rate()/baseRes.rate() >= 0.6)
+	rep.metric("ingest", "ratio to baseline", ratio, "x", ">= 0.6", ratio >= 0.6)
 	rep.metric("memory", "RSS idle", mb(idle), "MB", "<= 40", mb(idle) <= 40)
 	rep.metric("memory", "RSS peak during ingest", mb(peak), "MB", "", true)
+	return nil
+}
 
-	// 3 and 5. End to end at a fixed rate, and fan-out.
+// fanOuts: end to end at a fixed rate, and ingest, with 1, 4, 16 groups.
+func fanOuts(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
 	for _, groups := range cfg.FanOut {
 		name := fmt.Sprintf("fan-out %d", groups)
 		step(name)
 		tput, e2e, err := fanOut(ctx, cfg, dataDir(name), groups)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rep.metric(name, "ingest", tput.rate(), "req/s", "", true)
 		if groups == 1 {
@@ -170,24 +212,7 @@ func run(cfg config) (*report, error) {
 			rep.metric(name, "end to end p99", ms(percentile(e2e, 99)), "ms", "", true)
 		}
 	}
-
-	// 4. Verdict round trip.
-	step("verdict")
-	verdict, err := verdictRoundTrip(ctx, cfg, dataDir("verdict"))
-	if err != nil {
-		return nil, err
-	}
-	rep.latency("verdict", fmt.Sprintf("before-callback answer, 1 decider, %.0f req/s", cfg.VerdictRate), verdict.Latencies, "p99 <= 2ms", percentile(verdict.Latencies, 99) <= 2*time.Millisecond)
-	rep.errors("verdict", verdict)
-
-	// 6. Backlog drain.
-	step("backlog")
-	rate, err := backlogDrain(ctx, cfg, dataDir("backlog"))
-	if err != nil {
-		return nil, err
-	}
-	rep.metric("backlog", fmt.Sprintf("drain of %d stored events", cfg.Backlog), rate, "events/s", ">= 100000", rate >= 100000)
-	return rep, nil
+	return nil
 }
 
 // warmAndLoad runs an unmeasured warm-up, then the measured load.

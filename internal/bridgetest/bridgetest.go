@@ -100,6 +100,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 		_ = srv.Close(ctx)
 		conn.Close()
 		gs.Stop()
+		srv.Stop()
 		if err := log.Close(ctx); err != nil {
 			t.Errorf("close event log: %v", err)
 		}

@@ -1,0 +1,145 @@
+package server
+
+import (
+	"context"
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/imbridge/imbridge/eventlog"
+)
+
+// Group commit. Every callback waits for its event to be durable before it is answered, and each
+// write to the log has a fixed cost (a message to parse, store with one write call, acknowledge and
+// later deliver and ack) that dwarfs the event itself. So a few committers write for all callbacks:
+// each takes whatever events are queued when it becomes free, stores the ones for one subject as a
+// single record, and answers each waiting callback once that record is acknowledged. Under light
+// load a record holds one event and nothing waits longer than before; under heavy load records grow
+// with the queue.
+//
+// Two committers measured best on 2 cores (ingest, make bench): 1: 0.40x the baseline, 2: 0.40x,
+// 4: 0.38x; two keep one write in flight while the next record forms.
+const (
+	committers      = 2
+	maxRecordEvents = 64
+)
+
+// committer stores events in the log.
+type committer struct {
+	log   *eventlog.Log
+	queue chan *pendingEvent
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// pendingEvent is one event waiting to be stored.
+type pendingEvent struct {
+	msg  *nats.Msg // subject, header and the encoded Event
+	done chan error
+}
+
+func newCommitter(log *eventlog.Log) *committer {
+	c := &committer{log: log, queue: make(chan *pendingEvent, 4096), stop: make(chan struct{})}
+	for range committers {
+		c.wg.Add(1)
+		go c.run()
+	}
+	return c
+}
+
+// store returns once msg is in the log, or with the error that kept it out.
+func (c *committer) store(ctx context.Context, msg *nats.Msg) error {
+	p := &pendingEvent{msg: msg, done: make(chan error, 1)}
+	select {
+	case c.queue <- p:
+	case <-c.stop:
+		return eventlog.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the event may still be stored; the caller was told nothing
+	}
+}
+
+// close stops the committers once the events queued so far are stored.
+func (c *committer) close() {
+	close(c.stop)
+	c.wg.Wait()
+}
+
+func (c *committer) run() {
+	defer c.wg.Done()
+	batch := make([]*pendingEvent, 0, maxRecordEvents)
+	for {
+		select {
+		case p := <-c.queue:
+			batch = append(batch[:0], p)
+		case <-c.stop:
+			c.drainRejected()
+			return
+		}
+	more:
+		for len(batch) < maxRecordEvents {
+			select {
+			case p := <-c.queue:
+				batch = append(batch, p)
+			default:
+				break more
+			}
+		}
+		c.commit(batch)
+	}
+}
+
+// drainRejected fails the events still queued at close.
+func (c *committer) drainRejected() {
+	for {
+		select {
+		case p := <-c.queue:
+			p.done <- eventlog.ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+// commit stores a batch: the events of each subject together, in arrival order, except events with
+// a header of their own (a verdict reply subject), which are stored alone.
+func (c *committer) commit(batch []*pendingEvent) {
+	for len(batch) > 0 {
+		first := batch[0]
+		group := []*pendingEvent{first}
+		rest := batch[:0:0]
+		size := len(first.msg.Data)
+		for _, p := range batch[1:] {
+			if first.msg.Header == nil && p.msg.Header == nil && p.msg.Subject == first.msg.Subject && size+len(p.msg.Data) <= maxRecordBytes {
+				group = append(group, p)
+				size += len(p.msg.Data)
+			} else {
+				rest = append(rest, p)
+			}
+		}
+		c.write(group, size)
+		batch = rest
+	}
+}
+
+func (c *committer) write(group []*pendingEvent, size int) {
+	msg := group[0].msg
+	if len(group) > 1 {
+		data := make([]byte, 0, size+len(group)*4)
+		for _, p := range group {
+			data = appendRecordEvent(data, p.msg.Data)
+		}
+		msg = &nats.Msg{Subject: msg.Subject, Data: data, Header: nats.Header{recordEventsHeader: []string{strconv.Itoa(len(group))}}}
+	}
+	_, err := c.log.Publish(context.Background(), msg)
+	for _, p := range group {
+		p.done <- err
+	}
+}
