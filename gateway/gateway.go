@@ -17,6 +17,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/internal/bufpool"
 	"github.com/imbridge/imbridge/server"
 )
 
@@ -117,7 +118,6 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 		h.fail(w, r, v, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: callbacks are POST")
 		return
 	}
-	q := r.URL.Query()
 	md := &pb.RequestMetadata{RemoteAddr: r.RemoteAddr}
 	var command string
 	switch v {
@@ -130,6 +130,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			return
 		}
 	case vendorTencent:
+		q := r.URL.Query()
 		md.SdkAppId, md.ClientIp, md.Platform, md.RequestId = q.Get("SdkAppid"), q.Get("ClientIP"), q.Get("OptPlatform"), q.Get("RequestID")
 		command = q.Get("CallbackCommand")
 		if command == "" {
@@ -144,7 +145,12 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			return
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.opts.MaxBodyBytes+1))
+	// The body is read whole (it is stored as the event's raw body) into a pooled buffer: nothing
+	// holds on to it once the answer is written.
+	buf := bufpool.Get(int(min(max(r.ContentLength, 0), h.opts.MaxBodyBytes)) + 1)
+	defer bufpool.Put(buf)
+	body, err := readBody(*buf, r.Body, h.opts.MaxBodyBytes)
+	*buf = body
 	if err != nil {
 		h.fail(w, r, v, http.StatusBadRequest, "read body: "+err.Error())
 		return
@@ -160,6 +166,24 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 	r2.URL = &u
 	r2.Body = &bodyReader{b: body}
 	h.mux.ServeHTTP(w, r2)
+}
+
+// readBody appends r to b until EOF or until it holds more than limit bytes.
+func readBody(b []byte, r io.Reader, limit int64) ([]byte, error) {
+	for int64(len(b)) <= limit {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 // routePath is the mux path of a command: /openim/{command} or /tencent/{command}.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/internal/bufpool"
 )
 
 // ingest stores ev and returns the verdict the IM server gets. For a callback that does not wait it
@@ -32,11 +33,14 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		defer s.verdicts.unregister(ev.Id)
 		msg.Header = nats.Header{verdictToHeader: []string{s.verdicts.subject(ev.Id)}}
 	}
-	data, err := proto.Marshal(ev)
+	buf := bufpool.Get(proto.Size(ev))
+	defer bufpool.Put(buf)
+	data, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(*buf, ev)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "encode event: %v", err)
 	}
-	msg.Data = data
+	*buf = data
+	msg.Data = data // copied into the log's record or connection buffer by the time store returns
 	if err := s.committer.store(ctx, msg); err != nil {
 		return nil, status.Error(codes.Unavailable, fmt.Sprintf("store event: %v", err))
 	}

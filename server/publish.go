@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/imbridge/imbridge/eventlog"
+	"github.com/imbridge/imbridge/internal/bufpool"
 )
 
 // Group commit. Every callback waits for its event to be durable before it is answered, and each
@@ -48,7 +49,9 @@ func newCommitter(log *eventlog.Log) *committer {
 	return c
 }
 
-// store returns once msg is in the log, or with the error that kept it out.
+// store returns once msg is in the log, or with the error that kept it out. Once msg is queued it
+// waits for the outcome even if ctx ends (the publish has its own timeout): the caller may reuse
+// msg.Data as soon as store returns.
 func (c *committer) store(ctx context.Context, msg *nats.Msg) error {
 	p := &pendingEvent{msg: msg, done: make(chan error, 1)}
 	select {
@@ -58,12 +61,7 @@ func (c *committer) store(ctx context.Context, msg *nats.Msg) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err() // the event may still be stored; the caller was told nothing
-	}
+	return <-p.done
 }
 
 // close stops the committers once the events queued so far are stored.
@@ -132,12 +130,14 @@ func (c *committer) commit(batch []*pendingEvent) {
 func (c *committer) write(group []*pendingEvent, size int) {
 	msg := group[0].msg
 	if len(group) > 1 {
-		data := make([]byte, 0, size+len(group)*4)
+		buf := bufpool.Get(size + len(group)*4)
+		defer bufpool.Put(buf)
 		for _, p := range group {
-			data = appendRecordEvent(data, p.msg.Data)
+			*buf = appendRecordEvent(*buf, p.msg.Data)
 		}
-		msg = &nats.Msg{Subject: msg.Subject, Data: data, Header: nats.Header{recordEventsHeader: []string{strconv.Itoa(len(group))}}}
+		msg = &nats.Msg{Subject: msg.Subject, Data: *buf, Header: nats.Header{recordEventsHeader: []string{strconv.Itoa(len(group))}}}
 	}
+	// Publish has copied the data by the time it returns (it waits for the log's acknowledgement).
 	_, err := c.log.Publish(context.Background(), msg)
 	for _, p := range group {
 		p.done <- err

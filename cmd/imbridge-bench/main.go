@@ -64,7 +64,7 @@ func main() {
 	flag.Float64Var(&cfg.VerdictRate, "verdict-rate", 2000, "offered req/s for the verdict round trip run")
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
-	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the bridge during the ingest run to this file")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the bridge during the ingest run to this file (and its allocations to FILE.allocs)")
 	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog", "which scenarios to run (the baseline always runs)")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
 	flag.Parse()
@@ -343,6 +343,12 @@ func profile(addr string, after, dur time.Duration, path string) {
 	b, _ := io.ReadAll(resp.Body)
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "profile:", err)
+	}
+	// And what was allocated, for the same run.
+	if resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/allocs", addr)); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = os.WriteFile(path+".allocs", b, 0o644)
 	}
 }
 

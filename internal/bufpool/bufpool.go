@@ -1,0 +1,27 @@
+// Package bufpool keeps byte buffers for the per-callback hot path (request bodies, encoded events,
+// log records), which are dead once the callback is answered.
+package bufpool
+
+import "sync"
+
+// maxKept: larger buffers are left to the GC, so that one huge callback does not pin its memory.
+const maxKept = 64 << 10
+
+var pool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// Get returns an empty buffer with at least n bytes of capacity.
+func Get(n int) *[]byte {
+	b := pool.Get().(*[]byte)
+	if cap(*b) < n {
+		*b = make([]byte, 0, n)
+	}
+	*b = (*b)[:0]
+	return b
+}
+
+// Put returns a buffer; the caller must not use it afterwards.
+func Put(b *[]byte) {
+	if cap(*b) <= maxKept {
+		pool.Put(b)
+	}
+}
