@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("grpc listen: %w", err)
 	}
 
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(server.GRPCServerOptions()...)
 	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -165,6 +165,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 	u.Path, u.RawPath, u.RawQuery = routePath(v, command), "", ""
 	r2.URL = &u
 	r2.Body = &bodyReader{b: body}
+	// The services get the request's facts from CallInfo; without headers the mux skips parsing
+	// Content-Type and copying headers into gRPC metadata for each callback.
+	r2.Header = nil
 	h.mux.ServeHTTP(w, r2)
 }
 

@@ -189,3 +189,22 @@ func validateSubscription(sub *pb.Subscription) error {
 	}
 	return nil
 }
+
+// subjectExact reports whether the consumer's subject filter already selects exactly the events f
+// matches, so that delivery need not decode events to test them: no group ids (they are not in the
+// subject), commands whose subject token is the command itself, and not so many combinations that
+// the consumer takes everything.
+func subjectExact(f *pb.EventFilter) bool {
+	if len(f.GetGroupIds()) > 0 {
+		return false
+	}
+	for _, c := range f.GetCommands() {
+		var b strings.Builder
+		writeCommandToken(&b, c)
+		if b.String() != c {
+			return false
+		}
+	}
+	subjects := filterSubjects(f)
+	return subjects[0] != allSubjects || len(f.GetKinds())+len(f.GetSources())+len(f.GetCommands()) == 0
+}

@@ -66,6 +66,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 			m.max = DefaultMaxInFlight
 		}
 	}
+	m.exact = subjectExact(m.sub.GetFilter())
 	if m.sub.Decide {
 		m.undecide = sync.OnceFunc(s.deciders.add(sub.Group, m.sub.GetFilter()))
 		defer m.undecide()
@@ -138,6 +139,7 @@ type member struct {
 	max      int                // most unacked events held
 	undecide func()             // removes this member from the deciders; nil if not one
 	freed    chan struct{}      // signalled when an ack frees a slot
+	exact    bool               // the subject filter is exact: events are sent as stored (codec.go)
 
 	mu       sync.Mutex
 	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
@@ -161,11 +163,10 @@ func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) e
 			}
 			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
-		for _, ev := range m.decode(msg) {
-			if matches(m.sub.GetFilter(), ev) {
-				if err := m.send(ev); err != nil {
-					return err
-				}
+		evs, _ := m.events(msg)
+		for _, ev := range evs {
+			if err := m.stream.SendMsg(ev.response); err != nil {
+				return err
 			}
 		}
 	}
@@ -208,62 +209,76 @@ func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
 		_ = msg.Nak()
 		return nil
 	}
-	evs := m.decode(msg)
+	evs, ok := m.events(msg)
+	if !ok {
+		return nil // terminated
+	}
 	rec := &record{msg: msg}
-	var send []*pb.Event
 	m.mu.Lock()
 	for _, ev := range evs {
-		if !matches(m.sub.GetFilter(), ev) {
-			continue // the subject filter is coarse; the group does not want this one
-		}
-		// A redelivery to the same member replaces the older delivery.
-		m.pending[ev.Id] = rec
-		rec.left++
-		send = append(send, ev)
+		m.pending[ev.id] = rec // a redelivery to the same member replaces the older delivery
 	}
+	rec.left = len(evs)
 	readOnly := m.readOnly
 	m.mu.Unlock()
 	if rec.left == 0 {
-		_ = msg.Ack()
+		_ = msg.Ack() // nothing this group wants: the subject filter is coarse
 		return nil
 	}
-	for _, ev := range send {
-		if err := m.send(ev); err != nil {
+	for _, ev := range evs {
+		if err := m.stream.SendMsg(ev.response); err != nil {
 			return err
 		}
 		if readOnly {
-			m.ack(ev.Id, nil)
+			m.ack(ev.id, nil)
 		}
 	}
 	return nil
 }
 
-// decode returns the events of a log message; an undecodable message is terminated, not retried.
-func (m *member) decode(msg jetstream.Msg) []*pb.Event {
+// outgoing is one event to send.
+type outgoing struct {
+	id       string
+	response any // *pb.SubscribeResponse or preEncoded
+}
+
+// events returns the events of a log message this member wants, ready to send. An undecodable
+// message is terminated (delivering it again would not help) and ok is false.
+func (m *member) events(msg jetstream.Msg) (evs []outgoing, ok bool) {
 	raw, err := recordEvents(msg.Headers(), msg.Data())
-	var evs []*pb.Event
+	var seq uint64
+	if md, mdErr := msg.Metadata(); mdErr == nil {
+		seq = md.Sequence.Stream
+	}
+	out := make([]outgoing, 0, len(raw))
 	for _, b := range raw {
+		if err != nil {
+			break
+		}
+		if m.exact {
+			id := eventID(b)
+			if id == "" {
+				err = errBadRecord
+				break
+			}
+			out = append(out, outgoing{id: id, response: eventResponse(b, seq)})
+			continue
+		}
 		ev := new(pb.Event)
 		if err = proto.Unmarshal(b, ev); err != nil {
 			break
 		}
-		evs = append(evs, ev)
+		if matches(m.sub.GetFilter(), ev) {
+			ev.Sequence = seq
+			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
+		}
 	}
 	if err != nil {
 		m.s.logger.Error("undecodable record in the log; terminated", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
-		return nil
+		return nil, false
 	}
-	if md, err := msg.Metadata(); err == nil {
-		for _, ev := range evs {
-			ev.Sequence = md.Sequence.Stream
-		}
-	}
-	return evs
-}
-
-func (m *member) send(ev *pb.Event) error {
-	return m.stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}})
+	return out, true
 }
 
 // waitFree blocks until the member has a free slot and returns how many it has; 0 when ctx ends.

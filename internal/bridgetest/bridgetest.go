@@ -76,7 +76,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 	hs := httptest.NewServer(gw)
 
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(server.GRPCServerOptions()...)
 	srv.Register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufconn",
