@@ -1,0 +1,125 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	t.Parallel()
+	events := [][]byte{[]byte("a"), {}, bytes.Repeat([]byte{0xff}, 300)}
+	var payload []byte
+	for _, e := range events {
+		payload = appendRecordEvent(payload, e)
+	}
+	got, err := recordEvents(nats.Header{recordEventsHeader: []string{"3"}}, payload)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("recordEvents: %d events, %v; want 3", len(got), err)
+	}
+	for i := range events {
+		if !bytes.Equal(got[i], events[i]) {
+			t.Errorf("event %d: %q; want %q", i, got[i], events[i])
+		}
+	}
+	// A message without the header is one plain event.
+	if got, err := recordEvents(nil, []byte("plain")); err != nil || len(got) != 1 || string(got[0]) != "plain" {
+		t.Errorf("plain message: %q, %v", got, err)
+	}
+}
+
+func TestRecordErrors(t *testing.T) {
+	t.Parallel()
+	two := appendRecordEvent(appendRecordEvent(nil, []byte("a")), []byte("b"))
+	for _, tt := range []struct {
+		name, count string
+		payload     []byte
+	}{
+		{"count too high", "3", two},
+		{"count too low", "1", two},
+		{"bad count", "x", two},
+		{"zero count", "0", nil},
+		{"truncated", "2", two[:len(two)-1]},
+		{"wrong field", "1", []byte{0x10, 0x01}},
+	} {
+		if _, err := recordEvents(nats.Header{recordEventsHeader: []string{tt.count}}, tt.payload); !errors.Is(err, errBadRecord) {
+			t.Errorf("%s: %v; want errBadRecord", tt.name, err)
+		}
+	}
+}
+
+// FuzzRecordEvents: whatever a log message holds, decoding it neither panics nor returns events
+// that do not re-encode to the same payload.
+func FuzzRecordEvents(f *testing.F) {
+	f.Add("2", appendRecordEvent(appendRecordEvent(nil, []byte("a")), []byte("b")))
+	f.Add("1", []byte{0x0a, 0x05, 'x'})
+	f.Fuzz(func(t *testing.T, count string, payload []byte) {
+		evs, err := recordEvents(nats.Header{recordEventsHeader: []string{count}}, payload)
+		if err != nil {
+			return
+		}
+		var again []byte
+		for _, e := range evs {
+			again = appendRecordEvent(again, e)
+		}
+		if !bytes.Equal(again, payload) {
+			t.Errorf("payload %x decodes to events that encode to %x", payload, again)
+		}
+	})
+}
+
+// TestEventResponse: a pre-encoded frame decodes to the same SubscribeResponse as encoding it the
+// usual way, sequence included.
+func TestEventResponse(t *testing.T) {
+	t.Parallel()
+	ev := &pb.Event{Id: "abc", Command: "callbackAfterQuitGroupCommand", RawBody: []byte(`{"groupID":"G1"}`),
+		Payload: &pb.Event_MemberQuit{MemberQuit: &pb.MemberQuit{GroupId: "G1", UserIds: []string{"u"}}}}
+	stored, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{0, 1, 1 << 40} {
+		frame, err := codec{}.Marshal(eventResponse(stored, seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got pb.SubscribeResponse
+		if err := proto.Unmarshal(frame.Materialize(), &got); err != nil {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+		want := proto.Clone(ev).(*pb.Event)
+		want.Sequence = seq
+		if !proto.Equal(got.GetEvent(), want) {
+			t.Errorf("seq %d: decoded %v; want %v", seq, got.GetEvent(), want)
+		}
+		if id := eventID(stored); id != "abc" {
+			t.Errorf("eventID = %q; want abc", id)
+		}
+	}
+	if id := eventID([]byte{0xff}); id != "" {
+		t.Errorf("eventID of garbage = %q; want empty", id)
+	}
+}
+
+func TestSubjectExact(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		f    *pb.EventFilter
+		want bool
+	}{
+		{nil, true},
+		{&pb.EventFilter{Sources: []pb.Source{pb.Source_SOURCE_OPENIM}, Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_RAW}}, true},
+		{&pb.EventFilter{Commands: []string{"callbackAfterQuitGroupCommand"}}, true},
+		{&pb.EventFilter{Commands: []string{"Group.CallbackAfterMemberExit"}}, false}, // "." is not in the token
+		{&pb.EventFilter{GroupIds: []string{"G1"}}, false},
+	} {
+		if got := subjectExact(tt.f); got != tt.want {
+			t.Errorf("subjectExact(%v) = %v; want %v", tt.f, got, tt.want)
+		}
+	}
+}
