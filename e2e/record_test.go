@@ -5,10 +5,12 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bridgetest"
@@ -124,3 +126,26 @@ type statusError struct {
 }
 
 func (e *statusError) Error() string { return strconv.Itoa(e.status) + " " + e.body }
+
+// TestRecordRedeliveredToSameMember: when a partly acked record's ack wait passes, the member gets
+// only its unacked events again; the acked ones are not started over.
+func TestRecordRedeliveredToSameMember(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{Group: "slow", AckWait: durationpb.New(300 * time.Millisecond)})
+	storeRecord(t, b, quitEvent("e1", "G1"), quitEvent("e2", "G1"), quitEvent("e3", "G1"))
+	for _, want := range []string{"e1", "e2", "e3"} {
+		if ev := sub.Next(); ev.Id != want {
+			t.Fatalf("got %s; want %s", ev.Id, want)
+		}
+	}
+	sub.Ack("e1")
+	// Nothing more is acked: after the ack wait the record comes back, without e1.
+	for _, want := range []string{"e2", "e3"} {
+		if ev := sub.Next(); ev.Id != want {
+			t.Fatalf("redelivered %s; want %s (e1 was acked)", ev.Id, want)
+		}
+	}
+	sub.Ack("e2")
+	sub.Ack("e3")
+}

@@ -103,6 +103,8 @@ func TestSubscribeValidation(t *testing.T) {
 		{Group: "a.b"},
 		{Filter: &pb.EventFilter{Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_UNSPECIFIED}}},
 		{Group: "big", MaxInFlight: 1 << 31},
+		{Filter: &pb.EventFilter{Kinds: []pb.EventKind{99}}},
+		{Filter: &pb.EventFilter{Sources: []pb.Source{7}}},
 	} {
 		stream, err := b.Events.Subscribe(t.Context())
 		if err != nil {

@@ -145,9 +145,14 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			return
 		}
 	}
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		h.fail(w, r, v, http.StatusRequestEntityTooLarge, "body larger than the limit")
+		return
+	}
 	// The body is read whole (it is stored as the event's raw body) into a pooled buffer: nothing
-	// holds on to it once the answer is written.
-	buf := bufpool.Get(int(min(max(r.ContentLength, 0), h.opts.MaxBodyBytes)) + 1)
+	// holds on to it once the answer is written. The declared length sizes it only up to what the
+	// pool keeps; a larger body grows it as its bytes arrive.
+	buf := bufpool.Get(int(min(max(r.ContentLength, 0), bufpool.MaxKept)) + 1)
 	defer bufpool.Put(buf)
 	body, err := readBody(*buf, r.Body, h.opts.MaxBodyBytes)
 	*buf = body
@@ -177,7 +182,8 @@ func readBody(b []byte, r io.Reader, limit int64) ([]byte, error) {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
-		n, err := r.Read(b[len(b):cap(b)])
+		room := min(int64(cap(b)), limit+1)
+		n, err := r.Read(b[len(b):room])
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			return b, nil

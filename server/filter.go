@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/imbridge/imbridge/eventlog"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -178,13 +180,13 @@ func validateSubscription(sub *pb.Subscription) error {
 		}
 	}
 	for _, k := range sub.GetFilter().GetKinds() {
-		if k == pb.EventKind_EVENT_KIND_UNSPECIFIED {
-			return fmt.Errorf("filter kinds: EVENT_KIND_UNSPECIFIED matches nothing")
+		if k == pb.EventKind_EVENT_KIND_UNSPECIFIED || !defined(k) {
+			return fmt.Errorf("filter kinds: %v matches nothing", k)
 		}
 	}
 	for _, s := range sub.GetFilter().GetSources() {
-		if s == pb.Source_SOURCE_UNSPECIFIED {
-			return fmt.Errorf("filter sources: SOURCE_UNSPECIFIED matches nothing")
+		if s == pb.Source_SOURCE_UNSPECIFIED || !defined(s) {
+			return fmt.Errorf("filter sources: %v matches nothing", s)
 		}
 	}
 	return nil
@@ -199,12 +201,22 @@ func subjectExact(f *pb.EventFilter) bool {
 		return false
 	}
 	for _, c := range f.GetCommands() {
-		var b strings.Builder
-		writeCommandToken(&b, c)
-		if b.String() != c {
+		// "_" stands for the characters a subject token cannot hold, so a command with one may
+		// share its token with another command.
+		if c == "" || strings.ContainsFunc(c, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
+		}) {
 			return false
 		}
 	}
 	subjects := filterSubjects(f)
 	return subjects[0] != allSubjects || len(f.GetKinds())+len(f.GetSources())+len(f.GetCommands()) == 0
+}
+
+// defined reports whether an enum value has a name in the proto.
+func defined[E interface {
+	protoreflect.Enum
+	~int32
+}](e E) bool {
+	return e.Descriptor().Values().ByNumber(protoreflect.EnumNumber(e)) != nil
 }

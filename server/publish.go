@@ -30,8 +30,10 @@ const (
 type committer struct {
 	log   *eventlog.Log
 	queue chan *pendingEvent
-	stop  chan struct{}
 	wg    sync.WaitGroup
+
+	mu     sync.RWMutex
+	closed bool // queue is closed; guarded by mu
 }
 
 // pendingEvent is one event waiting to be stored.
@@ -41,7 +43,7 @@ type pendingEvent struct {
 }
 
 func newCommitter(log *eventlog.Log) *committer {
-	c := &committer{log: log, queue: make(chan *pendingEvent, 4096), stop: make(chan struct{})}
+	c := &committer{log: log, queue: make(chan *pendingEvent, 4096)}
 	for range committers {
 		c.wg.Add(1)
 		go c.run()
@@ -54,55 +56,55 @@ func newCommitter(log *eventlog.Log) *committer {
 // msg.Data as soon as store returns.
 func (c *committer) store(ctx context.Context, msg *nats.Msg) error {
 	p := &pendingEvent{msg: msg, done: make(chan error, 1)}
-	select {
-	case c.queue <- p:
-	case <-c.stop:
-		return eventlog.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := c.enqueue(ctx, p); err != nil {
+		return err
 	}
 	return <-p.done
 }
 
-// close stops the committers once the events queued so far are stored.
+func (c *committer) enqueue(ctx context.Context, p *pendingEvent) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return eventlog.ErrClosed
+	}
+	select {
+	case c.queue <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close stops taking events and returns once the ones already queued are stored.
 func (c *committer) close() {
-	close(c.stop)
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		close(c.queue)
+	}
+	c.mu.Unlock()
 	c.wg.Wait()
 }
 
 func (c *committer) run() {
 	defer c.wg.Done()
 	batch := make([]*pendingEvent, 0, maxRecordEvents)
-	for {
-		select {
-		case p := <-c.queue:
-			batch = append(batch[:0], p)
-		case <-c.stop:
-			c.drainRejected()
-			return
-		}
+	for p := range c.queue {
+		batch = append(batch[:0], p)
 	more:
 		for len(batch) < maxRecordEvents {
 			select {
-			case p := <-c.queue:
+			case p, ok := <-c.queue:
+				if !ok {
+					break more
+				}
 				batch = append(batch, p)
 			default:
 				break more
 			}
 		}
 		c.commit(batch)
-	}
-}
-
-// drainRejected fails the events still queued at close.
-func (c *committer) drainRejected() {
-	for {
-		select {
-		case p := <-c.queue:
-			p.done <- eventlog.ErrClosed
-		default:
-			return
-		}
 	}
 }
 

@@ -117,6 +117,7 @@ func TestSubjectExact(t *testing.T) {
 		{&pb.EventFilter{Commands: []string{"callbackAfterQuitGroupCommand"}}, true},
 		{&pb.EventFilter{Commands: []string{"Group.CallbackAfterMemberExit"}}, false}, // "." is not in the token
 		{&pb.EventFilter{GroupIds: []string{"G1"}}, false},
+		{&pb.EventFilter{Commands: []string{"Group_CallbackAfterMemberExit"}}, false}, // shares a token with Group.CallbackAfterMemberExit
 	} {
 		if got := subjectExact(tt.f); got != tt.want {
 			t.Errorf("subjectExact(%v) = %v; want %v", tt.f, got, tt.want)

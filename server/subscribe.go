@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
@@ -36,7 +37,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	m := &member{s: s, stream: stream, pending: map[string]*record{}, freed: make(chan struct{}, 1)}
+	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, freed: make(chan struct{}, 1)}
 	var next func() (jetstream.Msg, error) // the tail's iterator; groups fetch instead
 	if sub.Group == "" {
 		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), jetstream.OrderedConsumerConfig{
@@ -61,6 +62,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 			return err
 		}
 		defer leave()
+		m.ackWait = ackWaitOf(m.sub)
 		m.max = int(sub.GetMaxInFlight())
 		if m.max <= 0 {
 			m.max = DefaultMaxInFlight
@@ -143,14 +145,19 @@ type member struct {
 
 	mu       sync.Mutex
 	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
+	records  map[uint64]*record // the same records by stream sequence; guarded by mu
 	readOnly bool               // the subscriber closed its side: it cannot ack; guarded by mu
+	ackWait  time.Duration      // the group's
 }
 
-// record is one delivered log message and how many of its events are not yet acked. The message
-// is acked to the log when none is left.
+// record is one delivered log message and its events not yet acked. The message is acked to the log
+// when none is left; while some are, each ack pushes the log's ack deadline back (InProgress), so a
+// record of many events is not delivered again merely for taking long to work through.
 type record struct {
-	msg  jetstream.Msg
-	left int // guarded by member.mu
+	msg      jetstream.Msg // the latest delivery
+	seq      uint64
+	unacked  map[string]bool // guarded by member.mu
+	progress time.Time       // last InProgress; guarded by member.mu
 }
 
 // tail sends a live tail's events; nothing is acked.
@@ -163,7 +170,7 @@ func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) e
 			}
 			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
-		evs, _ := m.events(msg)
+		evs, _, _ := m.events(msg)
 		for _, ev := range evs {
 			if err := m.stream.SendMsg(ev.response); err != nil {
 				return err
@@ -180,7 +187,9 @@ func (m *member) fetch(ctx context.Context) error {
 		if free == 0 {
 			return nil // ctx ended
 		}
-		batch, err := m.cons.Fetch(free, jetstream.FetchContext(ctx))
+		// A record holds up to maxRecordEvents events: ask for as many records as are sure to fit,
+		// and at least one (which may take the member past max_in_flight by a record's worth).
+		batch, err := m.cons.Fetch(max(1, free/maxRecordEvents), jetstream.FetchContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -203,29 +212,43 @@ func (m *member) fetch(ctx context.Context) error {
 	}
 }
 
-// handle delivers the events of one fetched log message.
+// handle delivers the events of one fetched log message. A record delivered again to this member
+// (its ack wait passed) keeps what was acked already: only the rest is sent again.
 func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
 	if ctx.Err() != nil {
 		_ = msg.Nak()
 		return nil
 	}
-	evs, ok := m.events(msg)
+	evs, seq, ok := m.events(msg)
 	if !ok {
 		return nil // terminated
 	}
-	rec := &record{msg: msg}
 	m.mu.Lock()
-	for _, ev := range evs {
-		m.pending[ev.id] = rec // a redelivery to the same member replaces the older delivery
+	rec := m.records[seq]
+	if rec == nil {
+		rec = &record{seq: seq, unacked: make(map[string]bool, len(evs))}
+		for _, ev := range evs {
+			rec.unacked[ev.id] = true
+			m.pending[ev.id] = rec
+		}
+		if len(rec.unacked) > 0 {
+			m.records[seq] = rec
+		}
 	}
-	rec.left = len(evs)
+	rec.msg = msg
+	send := evs[:0]
+	for _, ev := range evs {
+		if rec.unacked[ev.id] {
+			send = append(send, ev)
+		}
+	}
 	readOnly := m.readOnly
 	m.mu.Unlock()
-	if rec.left == 0 {
+	if len(rec.unacked) == 0 {
 		_ = msg.Ack() // nothing this group wants: the subject filter is coarse
 		return nil
 	}
-	for _, ev := range evs {
+	for _, ev := range send {
 		if err := m.stream.SendMsg(ev.response); err != nil {
 			return err
 		}
@@ -244,9 +267,8 @@ type outgoing struct {
 
 // events returns the events of a log message this member wants, ready to send. An undecodable
 // message is terminated (delivering it again would not help) and ok is false.
-func (m *member) events(msg jetstream.Msg) (evs []outgoing, ok bool) {
+func (m *member) events(msg jetstream.Msg) (evs []outgoing, seq uint64, ok bool) {
 	raw, err := recordEvents(msg.Headers(), msg.Data())
-	var seq uint64
 	if md, mdErr := msg.Metadata(); mdErr == nil {
 		seq = md.Sequence.Stream
 	}
@@ -276,9 +298,9 @@ func (m *member) events(msg jetstream.Msg) (evs []outgoing, ok bool) {
 	if err != nil {
 		m.s.logger.Error("undecodable record in the log; terminated", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
-		return nil, false
+		return nil, seq, false
 	}
-	return out, true
+	return out, seq, true
 }
 
 // waitFree blocks until the member has a free slot and returns how many it has; 0 when ctx ends.
@@ -303,22 +325,27 @@ func (m *member) waitFree(ctx context.Context) int {
 func (m *member) ack(id string, v *pb.Verdict) {
 	m.mu.Lock()
 	rec, ok := m.pending[id]
-	delete(m.pending, id)
-	done := false
-	if ok {
-		rec.left--
-		done = rec.left == 0
-	}
-	m.mu.Unlock()
 	if !ok {
+		m.mu.Unlock()
 		return
 	}
+	delete(m.pending, id)
+	delete(rec.unacked, id)
+	done := len(rec.unacked) == 0
+	progress := false
+	if done {
+		delete(m.records, rec.seq)
+	} else if now := time.Now(); now.Sub(rec.progress) > m.ackWait/3 {
+		rec.progress, progress = now, true
+	}
+	msg := rec.msg
+	m.mu.Unlock()
 	select {
 	case m.freed <- struct{}{}:
 	default:
 	}
 	// Events waiting for a verdict are stored alone, so the header is theirs.
-	if to := rec.msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
+	if to := msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
 		if v == nil {
 			v = allowVerdict
 		}
@@ -326,8 +353,11 @@ func (m *member) ack(id string, v *pb.Verdict) {
 			m.s.logger.Warn("verdict not sent", "event", id, "err", err)
 		}
 	}
-	if done {
-		_ = rec.msg.Ack()
+	switch {
+	case done:
+		_ = msg.Ack()
+	case progress:
+		_ = msg.InProgress()
 	}
 }
 
@@ -382,12 +412,9 @@ func (m *member) goReadOnly() {
 func (m *member) release() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	naked := map[*record]bool{}
-	for id, rec := range m.pending {
-		if !naked[rec] {
-			_ = rec.msg.Nak()
-			naked[rec] = true
-		}
-		delete(m.pending, id)
+	for seq, rec := range m.records {
+		_ = rec.msg.Nak()
+		delete(m.records, seq)
 	}
+	clear(m.pending)
 }

@@ -4,8 +4,9 @@ package bufpool
 
 import "sync"
 
-// maxKept: larger buffers are left to the GC, so that one huge callback does not pin its memory.
-const maxKept = 64 << 10
+// MaxKept is the largest buffer kept: larger ones are left to the GC, so that one huge callback
+// does not pin its memory.
+const MaxKept = 64 << 10
 
 var pool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
@@ -21,7 +22,7 @@ func Get(n int) *[]byte {
 
 // Put returns a buffer; the caller must not use it afterwards.
 func Put(b *[]byte) {
-	if cap(*b) <= maxKept {
+	if cap(*b) <= MaxKept {
 		pool.Put(b)
 	}
 }

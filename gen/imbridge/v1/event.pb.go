@@ -244,7 +244,9 @@ type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id given by the bridge when the callback arrived. Acks and verdicts name it.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Position in the event log (JetStream stream sequence); grows with arrival order.
+	// Position of the event's record in the event log (JetStream stream sequence); grows with arrival
+	// order. Callbacks that arrive together are stored as one record and share its sequence; use id to
+	// tell events apart.
 	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// When the bridge received the callback.
 	ReceivedTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_time,json=receivedTime,proto3" json:"received_time,omitempty"`

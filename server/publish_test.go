@@ -1,0 +1,39 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/imbridge/imbridge/eventlog"
+)
+
+// TestCommitterClose: events queued before close are stored; a store after close fails at once
+// instead of waiting for a committer that is gone.
+func TestCommitterClose(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close(ctx)
+	c := newCommitter(log)
+	msg := func() *nats.Msg { return &nats.Msg{Subject: eventlog.SubjectPrefix + ".test", Data: []byte("e")} }
+	errs := make(chan error, 50)
+	for range 50 {
+		go func() { errs <- c.store(ctx, msg()) }()
+	}
+	for range 50 {
+		if err := <-errs; err != nil {
+			t.Fatalf("store: %v", err)
+		}
+	}
+	c.close()
+	if err := c.store(ctx, msg()); !errors.Is(err, eventlog.ErrClosed) {
+		t.Errorf("store after close: %v; want ErrClosed", err)
+	}
+	c.close() // twice is fine
+}
