@@ -37,7 +37,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, freed: make(chan struct{}, 1)}
+	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, recordSize: 1, freed: make(chan struct{}, 1)}
 	var next func() (jetstream.Msg, error) // the tail's iterator; groups fetch instead
 	if sub.Group == "" {
 		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), jetstream.OrderedConsumerConfig{
@@ -147,7 +147,9 @@ type member struct {
 	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
 	records  map[uint64]*record // the same records by stream sequence; guarded by mu
 	readOnly bool               // the subscriber closed its side: it cannot ack; guarded by mu
-	ackWait  time.Duration      // the group's
+	// recordSize is the recent average of events per record, to size fetches; guarded by mu.
+	recordSize float64
+	ackWait    time.Duration // the group's
 }
 
 // record is one delivered log message and its events not yet acked. The message is acked to the log
@@ -187,9 +189,13 @@ func (m *member) fetch(ctx context.Context) error {
 		if free == 0 {
 			return nil // ctx ended
 		}
-		// A record holds up to maxRecordEvents events: ask for as many records as are sure to fit,
-		// and at least one (which may take the member past max_in_flight by a record's worth).
-		batch, err := m.cons.Fetch(max(1, free/maxRecordEvents), jetstream.FetchContext(ctx))
+		// Records hold one event under light load and up to maxRecordEvents under heavy load: ask
+		// for as many records as fit at the recent average size, and at least one. A burst of records
+		// larger than the average can take the member past max_in_flight.
+		m.mu.Lock()
+		n := max(1, int(float64(free)/m.recordSize))
+		m.mu.Unlock()
+		batch, err := m.cons.Fetch(n, jetstream.FetchContext(ctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -224,6 +230,7 @@ func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil // terminated
 	}
 	m.mu.Lock()
+	m.recordSize = 0.8*m.recordSize + 0.2*float64(max(len(evs), 1))
 	rec := m.records[seq]
 	if rec == nil {
 		rec = &record{seq: seq, unacked: make(map[string]bool, len(evs))}
