@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -250,16 +248,7 @@ func TestBusyMemberDoesNotHoard(t *testing.T) {
 // TestExternalNATS: the whole bridge on an external NATS server (--nats-url), on a loopback port.
 func TestExternalNATS(t *testing.T) {
 	t.Parallel()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(bridgetest.Timeout) {
-		t.Fatal("nats not ready")
-	}
-	b := bridgetest.Start(t, bridgetest.Options{NATSURL: ns.ClientURL()})
+	b := bridgetest.Start(t, bridgetest.Options{NATSURL: bridgetest.ExternalNATS(t)})
 	postQuit(t, b, "G1")
 	if ev := b.Subscribe(t, &pb.Subscription{Group: "ext"}).Next(); ev.GetMemberQuit().GetGroupId() != "G1" {
 		t.Errorf("event %v; want the quit from G1", ev)

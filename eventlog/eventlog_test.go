@@ -1,42 +1,33 @@
-package eventlog
+package eventlog_test
 
 import (
 	"context"
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/imbridge/imbridge/eventlog"
+	"github.com/imbridge/imbridge/internal/bridgetest"
 )
 
 // TestExternalServer: --nats-url goes through the same code as the embedded server. The external
 // server here listens on a loopback port chosen by the OS.
 func TestExternalServer(t *testing.T) {
 	t.Parallel()
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	testLog(t, Options{URL: ns.ClientURL()})
+	testLog(t, eventlog.Options{URL: bridgetest.ExternalNATS(t)})
 }
 
 func TestEmbedded(t *testing.T) {
 	t.Parallel()
-	testLog(t, Options{DataDir: t.TempDir()})
+	testLog(t, eventlog.Options{DataDir: t.TempDir()})
 }
 
-func testLog(t *testing.T, opts Options) {
+func testLog(t *testing.T, opts eventlog.Options) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	l, err := Open(ctx, opts)
+	l, err := eventlog.Open(ctx, opts)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -44,7 +35,7 @@ func testLog(t *testing.T, opts Options) {
 		t.Errorf("ready: %v", err)
 	}
 	for want := uint64(1); want <= 3; want++ {
-		seq, err := l.Publish(ctx, &nats.Msg{Subject: SubjectPrefix + ".test", Data: []byte("x")})
+		seq, err := l.Publish(ctx, &nats.Msg{Subject: eventlog.SubjectPrefix + ".test", Data: []byte("x")})
 		if err != nil || seq != want {
 			t.Errorf("publish: seq %d, %v; want %d", seq, err, want)
 		}
@@ -55,7 +46,7 @@ func testLog(t *testing.T, opts Options) {
 	if err := l.Close(ctx); err != nil {
 		t.Errorf("close: %v", err)
 	}
-	if _, err := l.Publish(ctx, &nats.Msg{Subject: SubjectPrefix + ".test"}); err == nil {
+	if _, err := l.Publish(ctx, &nats.Msg{Subject: eventlog.SubjectPrefix + ".test"}); err == nil {
 		t.Error("publish after close: nil error")
 	}
 }
@@ -63,31 +54,23 @@ func testLog(t *testing.T, opts Options) {
 // TestExternalStreamKept: an existing stream on an external server keeps its operators' settings.
 func TestExternalStreamKept(t *testing.T) {
 	t.Parallel()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
+	url := bridgetest.ExternalNATS(t)
 	ctx := t.Context()
-	nc, err := nats.Connect(ns.ClientURL())
+	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{SubjectPrefix + ".>"}, MaxAge: time.Hour}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	l, err := Open(ctx, Options{URL: ns.ClientURL()})
+	l, err := eventlog.Open(ctx, eventlog.Options{URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close(ctx)
-	info, err := js.Stream(ctx, DefaultStream)
+	info, err := js.Stream(ctx, eventlog.DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}

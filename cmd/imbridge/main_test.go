@@ -174,23 +174,7 @@ func TestSurvivesHardKill(t *testing.T) {
 	_ = p.wait(t)
 
 	p = startServe(t, dataDir)
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
-	defer cancel()
-	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{Group: "after-crash"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != nil { // subscribed
-		t.Fatal(err)
-	}
+	stream := subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "after-crash"})
 	resp, err := stream.Recv()
 	if err != nil {
 		t.Fatalf("no event after restart: %v", err)
@@ -307,23 +291,8 @@ func TestShutdownFinishesCallbacksInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startServe(t, t.TempDir(), "--config", policies)
-	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
-	defer cancel()
-	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{Group: "mod", Decide: true}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stream.Recv(); err != nil { // subscribed
-		t.Fatal(err)
-	}
+	stream := subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "mod", Decide: true})
+	ctx := t.Context()
 	type result struct {
 		out string
 		err error
@@ -384,4 +353,27 @@ func TestReflection(t *testing.T) {
 			t.Errorf("services %v; want %s", names, want)
 		}
 	}
+}
+
+// subscribeTo opens a Subscribe stream to a running bridge and waits for the confirmation.
+func subscribeTo(t *testing.T, addr string, sub *pb.Subscription) pb.EventService_SubscribeClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), bridgetest.Timeout)
+	t.Cleanup(cancel)
+	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil { // subscribed
+		t.Fatal(err)
+	}
+	return stream
 }

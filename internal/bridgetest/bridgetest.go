@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -217,4 +218,20 @@ func (s *Sub) Decide(id string, v *pb.Verdict) {
 	}}); err != nil {
 		s.t.Fatalf("verdict: %v", err)
 	}
+}
+
+// ExternalNATS starts a separate NATS server with JetStream on a loopback port chosen by the OS, for
+// tests of --nats-url, and returns its client URL. It stops when the test ends.
+func ExternalNATS(t testing.TB) string {
+	t.Helper()
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(Timeout) {
+		t.Fatal("nats not ready")
+	}
+	return ns.ClientURL()
 }
