@@ -37,6 +37,7 @@ FUZZTIME ?= 30s
 fuzz:
 	go test ./internal/wirejson -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
 	go test ./e2e -run '^$$' -fuzz FuzzCallback -fuzztime $(FUZZTIME)
+	go test ./server -run '^$$' -fuzz FuzzRecordEvents -fuzztime $(FUZZTIME)
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2
