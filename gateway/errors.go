@@ -14,9 +14,8 @@ import (
 	"github.com/imbridge/imbridge/server"
 )
 
-// fail answers a request the bridge could not take, in the vendor's format. OpenIM goes ahead with
-// the user's action on any actionCode other than 0, and Tencent treats a non-200 status as a failed
-// callback, so an error never refuses an action by accident.
+// fail answers a request the bridge could not take, in the vendor's format (for OpenIM, see
+// server.OpenIMErrorAnswer). Tencent treats a non-200 status as a failed callback.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpStatus int, msg string) {
 	if httpStatus >= 500 {
 		h.opts.Logger.Warn("callback failed", "path", r.URL.Path, "status", httpStatus, "err", msg)
@@ -30,7 +29,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpSta
 		if ci := server.CallInfoFrom(r.Context()); ci != nil {
 			reqBody = ci.Body
 		}
-		body = openimError(strings.TrimPrefix(cleanPath(r.URL.Path), "/openim/"), reqBody, httpStatus, msg)
+		body, _ = wirejson.Marshal(server.OpenIMErrorAnswer(strings.TrimPrefix(cleanPath(r.URL.Path), "/openim/"), reqBody, int32(httpStatus), msg))
 	case vendorTencent:
 		body, _ = wirejson.Marshal(&pb.TencentCallbackResponse{ActionStatus: "FAIL", ErrorCode: int32(httpStatus), ErrorInfo: msg})
 	default:
@@ -38,47 +37,6 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpSta
 		body = append(append([]byte(`{"error":`), s...), '}')
 	}
 	writeJSON(w, httpStatus, body)
-}
-
-// openimError is OpenIM's error answer: actionCode 1, so that OpenIM goes ahead rather than
-// blocking the user on a bridge problem. The two before-set-group-info callbacks are the exception
-// (protocol/openim.md): OpenIM copies the answer's group fields over the change even then, so the
-// answer echoes the request's fields; with no group id to echo, the change would fail anyway, and
-// the answer refuses it with the error instead.
-func openimError(command string, reqBody []byte, httpStatus int, msg string) []byte {
-	code := int32(httpStatus)
-	var body []byte
-	switch command {
-	case "callbackBeforeSetGroupInfoExCommand":
-		var req pb.OpenIMSetGroupInfoExRequest
-		if wirejson.Unmarshal(reqBody, &req) != nil {
-			req.Reset() // never echo a partly decoded change
-		}
-		resp := &pb.OpenIMSetGroupInfoExResponse{ActionCode: 1, ErrCode: code, ErrMsg: msg,
-			GroupId: req.GroupId, GroupName: req.GroupName, Notification: req.Notification, Introduction: req.Introduction,
-			FaceUrl: req.FaceUrl, Ex: req.Ex, NeedVerification: req.NeedVerification, LookMemberInfo: req.LookMemberInfo,
-			ApplyMemberFriend: req.ApplyMemberFriend}
-		if req.GroupId == "" {
-			resp = &pb.OpenIMSetGroupInfoExResponse{ErrCode: code, ErrMsg: msg, NextCode: 1}
-		}
-		body, _ = wirejson.Marshal(resp)
-	case "callbackBeforeSetGroupInfoCommand":
-		var req pb.OpenIMSetGroupInfoRequest
-		if wirejson.Unmarshal(reqBody, &req) != nil {
-			req.Reset() // never echo a partly decoded change
-		}
-		resp := &pb.OpenIMSetGroupInfoResponse{ActionCode: 1, ErrCode: code, ErrMsg: msg,
-			GroupId: req.GroupId, GroupName: req.GroupName, Notification: req.Notification, Introduction: req.Introduction,
-			FaceUrl: req.FaceUrl, Ex: req.Ex, NeedVerification: req.NeedVerification, LookMemberInfo: req.LookMemberInfo,
-			ApplyMemberFriend: req.ApplyMemberFriend}
-		if req.GroupId == "" {
-			resp = &pb.OpenIMSetGroupInfoResponse{ErrCode: code, ErrMsg: msg, NextCode: 1}
-		}
-		body, _ = wirejson.Marshal(resp)
-	default:
-		body, _ = wirejson.Marshal(&pb.OpenIMCallbackResponse{ActionCode: 1, ErrCode: code, ErrMsg: msg})
-	}
-	return body
 }
 
 // rpcError is the mux's error handler: a decode error or an error a service returned.

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/internal/wirejson"
 )
 
 // OpenIM command names with a typed RPC.
@@ -80,19 +81,7 @@ func (o openimService) BeforeSetGroupInfoEx(ctx context.Context, req *pb.OpenIMS
 	if err != nil {
 		return nil, err
 	}
-	a, gi := openimAnswer(v), applied(gi, v)
-	return &pb.OpenIMSetGroupInfoExResponse{
-		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
-		GroupId:           gi.GroupId,
-		GroupName:         gi.Name,
-		Notification:      gi.Notification,
-		Introduction:      gi.Introduction,
-		FaceUrl:           gi.FaceUrl,
-		Ex:                gi.Ex,
-		NeedVerification:  gi.NeedVerification,
-		LookMemberInfo:    gi.LookMemberInfo,
-		ApplyMemberFriend: gi.ApplyMemberFriend,
-	}, nil
+	return exAnswer(openimAnswer(v), applied(gi, v)), nil
 }
 
 func (o openimService) AfterSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMCallbackResponse, error) {
@@ -111,7 +100,28 @@ func (o openimService) BeforeSetGroupInfo(ctx context.Context, req *pb.OpenIMSet
 	if err != nil {
 		return nil, err
 	}
-	a, gi := openimAnswer(v), applied(gi, v)
+	return plainAnswer(openimAnswer(v), applied(gi, v)), nil
+}
+
+// exAnswer is the before-set-group-info-ex answer: a with every group field of gi (unset ones null).
+func exAnswer(a *pb.OpenIMCallbackResponse, gi *pb.GroupInfoChanged) *pb.OpenIMSetGroupInfoExResponse {
+	return &pb.OpenIMSetGroupInfoExResponse{
+		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
+		GroupId:           gi.GroupId,
+		GroupName:         gi.Name,
+		Notification:      gi.Notification,
+		Introduction:      gi.Introduction,
+		FaceUrl:           gi.FaceUrl,
+		Ex:                gi.Ex,
+		NeedVerification:  gi.NeedVerification,
+		LookMemberInfo:    gi.LookMemberInfo,
+		ApplyMemberFriend: gi.ApplyMemberFriend,
+	}
+}
+
+// plainAnswer is the before-set-group-info answer: a with gi's group fields ("" for unchanged
+// strings, null for unchanged ex and settings).
+func plainAnswer(a *pb.OpenIMCallbackResponse, gi *pb.GroupInfoChanged) *pb.OpenIMSetGroupInfoResponse {
 	return &pb.OpenIMSetGroupInfoResponse{
 		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
 		GroupId:           gi.GroupId,
@@ -123,7 +133,33 @@ func (o openimService) BeforeSetGroupInfo(ctx context.Context, req *pb.OpenIMSet
 		NeedVerification:  gi.NeedVerification,
 		LookMemberInfo:    gi.LookMemberInfo,
 		ApplyMemberFriend: gi.ApplyMemberFriend,
-	}, nil
+	}
+}
+
+// OpenIMErrorAnswer is OpenIM's answer to a callback the bridge could not take: actionCode 1, so that
+// OpenIM goes ahead rather than blocking the user on a bridge problem. The two before-set-group-info
+// callbacks are the exception (protocol/openim.md): OpenIM copies the answer's group fields over the
+// change even then, so the answer echoes the request's fields. When the body does not decode (or has
+// no group id) there is nothing safe to echo and the change would fail anyway: the answer refuses it
+// with the error.
+func OpenIMErrorAnswer(command string, body []byte, code int32, msg string) proto.Message {
+	failed := &pb.OpenIMCallbackResponse{ActionCode: 1, ErrCode: code, ErrMsg: msg}
+	refusal := &pb.OpenIMCallbackResponse{ErrCode: code, ErrMsg: msg, NextCode: 1}
+	switch command {
+	case openimBeforeSetGroupInfoEx:
+		var req pb.OpenIMSetGroupInfoExRequest
+		if wirejson.Unmarshal(body, &req) != nil || req.GroupId == "" {
+			return exAnswer(refusal, &pb.GroupInfoChanged{}) // never echo a partly decoded change
+		}
+		return exAnswer(failed, exGroupInfo(&req))
+	case openimBeforeSetGroupInfo:
+		var req pb.OpenIMSetGroupInfoRequest
+		if wirejson.Unmarshal(body, &req) != nil || req.GroupId == "" {
+			return plainAnswer(refusal, &pb.GroupInfoChanged{})
+		}
+		return plainAnswer(failed, plainGroupInfo(&req))
+	}
+	return failed
 }
 
 // exGroupInfo: in the Ex API a changed field is set and an unchanged one null, as in the event.
