@@ -41,13 +41,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	}
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
-	store := s.committer.store
-	if w != nil {
-		// An event waiting for verdicts is stored alone anyway (its header is its own): publishing it
-		// here saves two handoffs on the path the IM server is waiting on.
-		store = s.publishAlone
-	}
-	if err := store(ctx, msg); err != nil {
+	if err := s.committer.store(ctx, msg); err != nil {
 		return nil, status.Error(codes.Unavailable, fmt.Sprintf("store event: %v", err))
 	}
 	switch {
@@ -61,9 +55,4 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		s.logger.Debug("callback refused", "event", ev.Id, "command", ev.Command, "message", v.GetMessage())
 	}
 	return v, nil
-}
-
-func (s *Server) publishAlone(ctx context.Context, msg *nats.Msg) error {
-	_, err := s.log.Publish(ctx, msg)
-	return err
 }
