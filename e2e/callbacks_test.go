@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -31,7 +32,7 @@ func postExample(t *testing.T, b *bridgetest.Bridge, ex examples.Example) (int, 
 		h.Set("operationID", "op-"+ex.Name)
 		return b.Post(t, http.MethodPost, "/openim/"+ex.Command, h, ex.Body)
 	}
-	return b.Post(t, http.MethodPost, "/tencent"+sprintf(tencentQS, ex.Command), h, ex.Body)
+	return b.Post(t, http.MethodPost, "/tencent"+fmt.Sprintf(tencentQS, ex.Command), h, ex.Body)
 }
 
 // TestSeedCallbacks: each seed's example and the real servers' forms, posted over HTTP, reach a gRPC
@@ -205,7 +206,7 @@ func TestTencentDispatch(t *testing.T) {
 	b := bridgetest.Start(t, bridgetest.Options{})
 	sub := b.Subscribe(t, &pb.Subscription{})
 	body := []byte(`{"CallbackCommand":"Group.CallbackAfterMemberExit","GroupId":"g","Type":"Private","ExitType":"Quit","Operator_Account":"amy","ExitMemberList":[{"Member_Account":"amy","Extra":1}],"EventTime":"1670574414123","NewField":{"a":[1,2]}}`)
-	status, answer := b.Post(t, http.MethodPost, "/tencent"+sprintf(tencentQS, "Group.CallbackAfterMemberExit")+"&Unknown=1", http.Header{"Content-Type": {"text/plain"}}, body)
+	status, answer := b.Post(t, http.MethodPost, "/tencent"+fmt.Sprintf(tencentQS, "Group.CallbackAfterMemberExit")+"&Unknown=1", http.Header{"Content-Type": {"text/plain"}}, body)
 	if status != http.StatusOK || string(answer) != tencentOK {
 		t.Fatalf("answer %d %s; want 200 %s", status, answer, tencentOK)
 	}
@@ -302,10 +303,10 @@ func TestBadRequests(t *testing.T) {
 		body   []byte
 		status int
 	}{
-		{"malformed json", http.MethodPost, sprintf(tencentQS, "Group.CallbackAfterMemberExit"), []byte(`{"GroupId":`), http.StatusBadRequest},
-		{"malformed untyped", http.MethodPost, sprintf(tencentQS, "Group.CallbackAfterNewMemberJoin"), []byte(`nope`), http.StatusBadRequest},
-		{"wrong method", http.MethodPut, sprintf(tencentQS, "Group.CallbackAfterMemberExit"), nil, http.StatusMethodNotAllowed},
-		{"oversized", http.MethodPost, sprintf(tencentQS, "Group.CallbackAfterMemberExit"), big, http.StatusRequestEntityTooLarge},
+		{"malformed json", http.MethodPost, fmt.Sprintf(tencentQS, "Group.CallbackAfterMemberExit"), []byte(`{"GroupId":`), http.StatusBadRequest},
+		{"malformed untyped", http.MethodPost, fmt.Sprintf(tencentQS, "Group.CallbackAfterNewMemberJoin"), []byte(`nope`), http.StatusBadRequest},
+		{"wrong method", http.MethodPut, fmt.Sprintf(tencentQS, "Group.CallbackAfterMemberExit"), nil, http.StatusMethodNotAllowed},
+		{"oversized", http.MethodPost, fmt.Sprintf(tencentQS, "Group.CallbackAfterMemberExit"), big, http.StatusRequestEntityTooLarge},
 	}
 	for _, tt := range tencent {
 		t.Run("tencent "+tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -105,7 +106,7 @@ func TestBeforeCallbackSeveralDeciders(t *testing.T) {
 	first.Decide(ev.Id, &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW})
 	watcher.Ack(watcher.Next().Id)
 	second.Decide(second.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
-	if a := waitAnswer(t, ch); !contains(a.body, `"errMsg":"no","errDlt":"","nextCode":1`) {
+	if a := waitAnswer(t, ch); !strings.Contains(a.body, `"errMsg":"no","errDlt":"","nextCode":1`) {
 		t.Errorf("answer %s; want the refusal: any refusal refuses", a.body)
 	}
 }
@@ -173,7 +174,7 @@ func TestTencentBeforeCallbackRefused(t *testing.T) {
 	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
 	decider := b.Subscribe(t, &pb.Subscription{Group: "joins", Decide: true, Filter: &pb.EventFilter{Sources: []pb.Source{pb.Source_SOURCE_TENCENT}}})
 	body := []byte(`{"CallbackCommand":"Group.CallbackBeforeApplyJoinGroup","GroupId":"@TGS#1","Type":"Public","Requestor_Account":"eve","EventTime":1670574414123}`)
-	ch := postAsync(t, b, "/tencent"+sprintf(tencentQS, "Group.CallbackBeforeApplyJoinGroup"), body)
+	ch := postAsync(t, b, "/tencent"+fmt.Sprintf(tencentQS, "Group.CallbackBeforeApplyJoinGroup"), body)
 	ev := decider.Next()
 	if ev.Phase != pb.Phase_PHASE_BEFORE || ev.Kind != pb.EventKind_EVENT_KIND_RAW {
 		t.Fatalf("event %v; want a raw before event", ev)
@@ -185,15 +186,6 @@ func TestTencentBeforeCallbackRefused(t *testing.T) {
 }
 
 func dur(d time.Duration) *server.Duration { v := server.Duration(d); return &v }
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
-}
 
 // TestDeciderThatAcks: a decider that acks instead of answering allows.
 func TestDeciderThatAcks(t *testing.T) {

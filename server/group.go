@@ -87,14 +87,6 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 }
 
 func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
-	subjects := filterSubjects(sub.GetFilter())
-	if subjects[0] == allSubjects {
-		subjects = nil
-	}
-	ackWait := DefaultAckWait
-	if d := sub.GetAckWait(); d != nil && d.AsDuration() > 0 {
-		ackWait = d.AsDuration()
-	}
 	filter, _ := proto.MarshalOptions{Deterministic: true}.Marshal(sub.GetFilter())
 	decide := "false"
 	if sub.Decide {
@@ -104,9 +96,9 @@ func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
 		Durable:        sub.Group,
 		Description:    "imbridge consumer group",
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        ackWait,
+		AckWait:        ackWaitOf(sub),
 		MaxDeliver:     -1, // delivered again until acked: nothing is dropped
-		FilterSubjects: subjects,
+		FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		MaxAckPending:  -1, // each member bounds its own unacked events
 		Metadata:       map[string]string{metaFilter: base64.StdEncoding.EncodeToString(filter), metaDecide: decide},
