@@ -356,7 +356,7 @@ func (m *member) ack(id string, v *pb.Verdict) {
 		if v == nil {
 			v = allowVerdict
 		}
-		if err := sendVerdict(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
+		if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
 			m.s.logger.Warn("verdict not sent", "event", id, "err", err)
 		}
 	}

@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The load generator is the same for the baseline and the bridge: raw keep-alive TCP connections,
@@ -34,8 +37,9 @@ func buildRequest(host, path string, header map[string]string, body []byte) requ
 
 // conn is one keep-alive connection.
 type conn struct {
-	c net.Conn
-	r *bufio.Reader
+	c   net.Conn
+	r   *bufio.Reader
+	due atomic.Int64 // open loop: when the request in flight was due, in ns since the run started
 }
 
 func dial(addr string) (*conn, error) {
@@ -53,6 +57,11 @@ func (c *conn) do(req request) error {
 	if _, err := c.c.Write(req); err != nil {
 		return err
 	}
+	return c.read()
+}
+
+// read reads one whole response.
+func (c *conn) read() error {
 	line, err := c.r.ReadSlice('\n')
 	if err != nil {
 		return err
@@ -93,6 +102,9 @@ type loadResult struct {
 	FirstErr  string
 	Elapsed   time.Duration
 	Latencies []time.Duration // sorted
+	// SendLate is how late an open-loop run sent its requests, sorted: the generator's own error
+	// plus waits for a free connection, both included in Latencies (which count from the due time).
+	SendLate []time.Duration
 }
 
 func (r loadResult) rate() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
@@ -111,14 +123,13 @@ func load(ctx context.Context, addr string, reqs []request, conns int, rate floa
 		defer c.c.Close()
 		cs[i] = c
 	}
+	if rate > 0 {
+		return openLoop(ctx, cs, reqs, rate, dur), nil
+	}
 	var (
-		next     atomic.Int64
-		unsent   atomic.Int64
-		mu       sync.Mutex
-		lat      = make([]time.Duration, 0, 1<<16)
-		errs     int
-		firstErr string
-		wg       sync.WaitGroup
+		next atomic.Int64
+		res  results
+		wg   sync.WaitGroup
 	)
 	start := time.Now()
 	deadline := start.Add(dur)
@@ -126,62 +137,156 @@ func load(ctx context.Context, addr string, reqs []request, conns int, rate floa
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			local := make([]time.Duration, 0, 4096)
-			localErrs, localFirst := 0, ""
+			var local results
+			defer res.merge(&local)
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
-				if limit > 0 && i >= int64(limit) {
+				due := time.Now()
+				if limit > 0 && i >= int64(limit) || limit == 0 && due.After(deadline) {
 					break
 				}
-				now := time.Now()
-				due := now
-				if rate > 0 {
-					due = start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-					if due.After(deadline) {
-						break
-					}
-					if now.After(deadline) {
-						// Overdue and the run is over: the server fell behind the offered rate.
-						unsent.Add(1)
-						continue
-					}
-					if d := due.Sub(now); d > 0 {
-						time.Sleep(d)
-					}
-				} else if now.After(deadline) && limit == 0 {
-					break
+				if !local.add(c.do(reqs[i%int64(len(reqs))]), due) {
+					return // the connection is gone
 				}
-				err := c.do(reqs[i%int64(len(reqs))])
-				if err != nil {
-					localErrs++
-					if localFirst == "" {
-						localFirst = err.Error()
-					}
-					if !errors.Is(err, errStatus) {
-						return // the connection is gone
-					}
-					continue
-				}
-				local = append(local, time.Since(due))
 			}
-			mu.Lock()
-			lat = append(lat, local...)
-			errs += localErrs
-			if firstErr == "" {
-				firstErr = localFirst
-			}
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	if n := int(unsent.Load()); n > 0 {
-		errs += n
-		if firstErr == "" {
-			firstErr = "not sent by the end of the run: the server fell behind the offered rate"
+	return res.result(time.Since(start)), nil
+}
+
+// openLoop sends request i at start + i/rate until dur has passed, each on a connection with no
+// request in flight, and counts its latency from that due time: a server that stalls shows in the
+// tail instead of slowing the sender down (coordinated omission).
+//
+// One thread sends, sleeping with nanosleep between requests, and each connection has a goroutine
+// that only reads answers. Measured at 2k req/s on one core, other designs added their own delays
+// to every figure: time.Sleep wakes up to 1 ms late (the runtime's poller waits in whole
+// milliseconds), and handing each due request to a sending goroutine added 0.1-0.2 ms at p50 and
+// over 1 ms at p99. SendLate reports what is left.
+func openLoop(ctx context.Context, cs []*conn, reqs []request, rate float64, dur time.Duration) loadResult {
+	var (
+		res  results
+		wg   sync.WaitGroup
+		free = make(chan *conn, len(cs))
+	)
+	start := time.Now()
+	for _, c := range cs {
+		free <- c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local results
+			defer res.merge(&local)
+			for {
+				err := c.read()
+				due := start.Add(time.Duration(c.due.Load()))
+				if !local.add(err, due) {
+					return // the connection is gone, or closed at the end of the run
+				}
+				free <- c
+			}
+		}()
+	}
+
+	runtime.LockOSThread()
+	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0) // ns, for this thread; the default is 50 µs
+	deadline := start.Add(dur)
+	var late []time.Duration
+	i := int64(0)
+	for ; ctx.Err() == nil; i++ {
+		due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		if due.After(deadline) {
+			break
+		}
+		sleepUntil(due)
+		var c *conn
+		select {
+		case c = <-free:
+		default: // every connection is busy: wait for one, until the run is over
+			select {
+			case c = <-free:
+			case <-time.After(time.Until(deadline)):
+			}
+		}
+		if c == nil {
+			break
+		}
+		late = append(late, time.Since(due))
+		c.due.Store(int64(due.Sub(start)))
+		if _, err := c.c.Write(reqs[i%int64(len(reqs))]); err != nil {
+			res.merge(&results{errs: 1, firstErr: err.Error()})
 		}
 	}
-	return loadResult{Requests: len(lat), Errors: errs, FirstErr: firstErr, Elapsed: time.Since(start), Latencies: lat}, nil
+	runtime.UnlockOSThread()
+	// Requests 0 to dur×rate were due.
+	if unsent := int(float64(deadline.Sub(start))/float64(time.Second)*rate) + 1 - int(i); unsent > 0 {
+		res.merge(&results{errs: unsent, firstErr: "not sent by the end of the run: the server fell behind the offered rate"})
+	}
+	// Collect every connection, so that all answers are in, then close them to end the readers.
+	wait := time.NewTimer(10 * time.Second)
+	defer wait.Stop()
+	for range cs {
+		select {
+		case <-free:
+		case <-wait.C:
+		}
+	}
+	for _, c := range cs {
+		c.c.Close()
+	}
+	wg.Wait()
+	out := res.result(time.Since(start))
+	slices.Sort(late)
+	out.SendLate = late
+	return out
+}
+
+// results collects latencies and errors, per goroutine, then merged.
+type results struct {
+	mu       sync.Mutex
+	lat      []time.Duration
+	errs     int
+	firstErr string
+}
+
+// add counts one request that was due at due; false if the connection is no longer usable.
+func (r *results) add(err error, due time.Time) bool {
+	if err == nil {
+		r.lat = append(r.lat, time.Since(due))
+		return true
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	r.errs++
+	if r.firstErr == "" {
+		r.firstErr = err.Error()
+	}
+	return errors.Is(err, errStatus)
+}
+
+func (r *results) merge(o *results) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lat = append(r.lat, o.lat...)
+	r.errs += o.errs
+	if r.firstErr == "" {
+		r.firstErr = o.firstErr
+	}
+}
+
+func (r *results) result(elapsed time.Duration) loadResult {
+	slices.Sort(r.lat)
+	return loadResult{Requests: len(r.lat), Errors: r.errs, FirstErr: r.firstErr, Elapsed: elapsed, Latencies: r.lat}
+}
+
+// sleepUntil waits until t (see openLoop for why not time.Sleep).
+func sleepUntil(t time.Time) {
+	for d := time.Until(t); d > 0; d = time.Until(t) {
+		ts := unix.NsecToTimespec(int64(d))
+		_ = unix.Nanosleep(&ts, nil)
+	}
 }
 
 // percentile of sorted latencies, p in [0, 100].

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// server answers 200, or 500 to requests whose path says so, and counts what it served.
+func testServer(t *testing.T) (addr string, served *atomic.Int64) {
+	served = new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		if strings.HasSuffix(r.URL.Path, "/fail") {
+			http.Error(w, "no", http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), served
+}
+
+// TestClosedLoopLimit: a closed-loop run with a limit sends exactly that many requests, and a
+// non-200 answer is an error that keeps its connection.
+func TestClosedLoopLimit(t *testing.T) {
+	addr, served := testServer(t)
+	reqs := []request{
+		buildRequest(addr, "/ok", nil, []byte("{}")),
+		buildRequest(addr, "/fail", nil, []byte("{}")),
+	}
+	res, err := load(context.Background(), addr, reqs, 2, 0, time.Hour, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 50 || res.Errors != 50 || !strings.Contains(res.FirstErr, "500") {
+		t.Errorf("requests %d, errors %d (%q); want 50 and 50 (500)", res.Requests, res.Errors, res.FirstErr)
+	}
+	if n := served.Load(); n != 100 {
+		t.Errorf("server saw %d requests; want 100", n)
+	}
+}
+
+// TestOpenLoopAccounts: every request an open-loop run was due to send is either answered, with
+// its send lateness recorded, or counted as unsent; none is lost or counted twice.
+func TestOpenLoopAccounts(t *testing.T) {
+	addr, served := testServer(t)
+	reqs := []request{buildRequest(addr, "/ok", nil, []byte("{}"))}
+	const rate, dur = 500, 200 * time.Millisecond
+	res, err := load(context.Background(), addr, reqs, 4, rate, dur, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := int(rate*dur.Seconds()) + 1 // request 0 is due at the start, the last one at the end
+	if res.Requests+res.Errors != due {
+		t.Errorf("answered %d + errors %d; want %d due", res.Requests, res.Errors, due)
+	}
+	if res.Errors > 0 && !strings.Contains(res.FirstErr, "not sent") {
+		t.Errorf("error %q; only unsent requests may fail here", res.FirstErr)
+	}
+	if len(res.SendLate) != res.Requests || int(served.Load()) != res.Requests {
+		t.Errorf("send lateness for %d, server saw %d; want both %d", len(res.SendLate), served.Load(), res.Requests)
+	}
+	for i := 1; i < len(res.Latencies); i++ {
+		if res.Latencies[i] < res.Latencies[i-1] {
+			t.Fatal("latencies not sorted")
+		}
+	}
+}
