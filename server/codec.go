@@ -26,8 +26,17 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 // GRPCServerOptions are the options a gRPC server needs to serve this package's services.
+//
+// Fixed flow-control windows turn off grpc-go's bandwidth estimation and its pings, which cost
+// syscalls when acks arrive one at a time (moderate load): at 2,000 verdicts/s, perf stat counted
+// 2 fewer reads and 2 fewer context switches per request. Subscribers send acks and verdicts, a few
+// dozen bytes each, so 1 MiB is never the limit.
 func GRPCServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(codec{encoding.GetCodecV2("proto")})}
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec{encoding.GetCodecV2("proto")}),
+		grpc.InitialWindowSize(inboundWindow),
+		grpc.InitialConnWindowSize(inboundWindow),
+	}
 }
 
 // eventResponse frames a stored event as a SubscribeResponse, without copying the event.
@@ -64,3 +73,5 @@ func eventID(event []byte) string {
 	}
 	return ""
 }
+
+const inboundWindow = 1 << 20
