@@ -16,11 +16,7 @@ import (
 func TestCommitterClose(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close(ctx)
+	log := openLog(t)
 	c := newCommitter(log)
 	msg := func() *nats.Msg { return &nats.Msg{Subject: eventlog.SubjectPrefix + ".test", Data: []byte("e")} }
 	errs := make(chan error, 50)
@@ -43,11 +39,7 @@ func TestCommitterClose(t *testing.T) {
 // into the embedded log; each store returns once its record is acknowledged.
 func BenchmarkCommitterStore(b *testing.B) {
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer log.Close(ctx)
+	log := openLog(b)
 	c := newCommitter(log)
 	defer c.close()
 	data := bytes.Repeat([]byte("e"), 400)

@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/imbridge/imbridge/eventlog"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -17,19 +16,8 @@ import (
 func TestVerdictRouting(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer log.Close(ctx)
-	here, err := newVerdictRouter(log.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	there, err := newVerdictRouter(log.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := openLog(t)
+	here, there := twoRouters(t, log)
 	refuse := &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"}
 	for i, tc := range []struct {
 		name   string
@@ -86,19 +74,8 @@ func TestMergeAllowKeepsItsInputs(t *testing.T) {
 // instance (settled directly) and on another (over NATS, the embedded server's loopback pipe).
 func BenchmarkVerdictRouting(b *testing.B) {
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer log.Close(ctx)
-	here, err := newVerdictRouter(log.Conn())
-	if err != nil {
-		b.Fatal(err)
-	}
-	there, err := newVerdictRouter(log.Conn())
-	if err != nil {
-		b.Fatal(err)
-	}
+	log := openLog(b)
+	here, there := twoRouters(b, log)
 	for _, bc := range []struct {
 		name   string
 		sender *verdictRouter
