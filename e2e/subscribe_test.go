@@ -57,6 +57,23 @@ func TestGroupsAndMembers(t *testing.T) {
 	}
 }
 
+// TestAckSeveral: one Ack message settles several events; ids not pending are ignored.
+func TestAckSeveral(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{Group: "batch", MaxInFlight: 2})
+	for _, g := range []string{"G1", "G2", "G3", "G4"} {
+		postQuit(t, b, g)
+	}
+	e1, e2 := sub.Next(), sub.Next()
+	// With two in flight, G3 and G4 both come only once one Ack message has freed both slots.
+	sub.Ack(e1.Id, e2.Id, "no-such-event", e1.Id)
+	got := map[string]bool{sub.Next().GetMemberQuit().GetGroupId(): true, sub.Next().GetMemberQuit().GetGroupId(): true}
+	if !got["G3"] || !got["G4"] {
+		t.Errorf("after acking two events got %v; want G3 and G4", got)
+	}
+}
+
 // TestRedeliveryAfterDrop: a member that leaves without acking hands its event to another member.
 func TestRedeliveryAfterDrop(t *testing.T) {
 	t.Parallel()

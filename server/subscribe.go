@@ -260,7 +260,7 @@ func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
 			return err
 		}
 		if readOnly {
-			m.ack(ev.id, nil)
+			m.ack(nil, ev.id)
 		}
 	}
 	return nil
@@ -327,44 +327,63 @@ func (m *member) waitFree(ctx context.Context) int {
 	return 0
 }
 
-// ack settles a delivered event: it sends the verdict, if any, to the callback waiting for it, and
-// acks the log message once all its events are settled. A decider's plain ack counts as an allow.
-func (m *member) ack(id string, v *pb.Verdict) {
+// ack settles delivered events: it sends the verdict, if any, to the callback waiting for each, and
+// acks a log message once all its events are settled. A decider's plain ack counts as an allow. Ids
+// not pending (acked already, or never delivered to this member) are ignored.
+func (m *member) ack(v *pb.Verdict, ids ...string) {
+	type settled struct {
+		msg            jetstream.Msg
+		id             string
+		done, progress bool
+	}
+	var one [1]settled
+	out := one[:0]
+	var now time.Time
 	m.mu.Lock()
-	rec, ok := m.pending[id]
-	if !ok {
-		m.mu.Unlock()
+	for _, id := range ids {
+		rec, ok := m.pending[id]
+		if !ok {
+			continue
+		}
+		delete(m.pending, id)
+		delete(rec.unacked, id)
+		st := settled{msg: rec.msg, id: id, done: len(rec.unacked) == 0}
+		if st.done {
+			delete(m.records, rec.seq)
+		} else {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Sub(rec.progress) > m.ackWait/3 {
+				rec.progress, st.progress = now, true
+			}
+		}
+		out = append(out, st)
+	}
+	m.mu.Unlock()
+	if len(out) == 0 {
 		return
 	}
-	delete(m.pending, id)
-	delete(rec.unacked, id)
-	done := len(rec.unacked) == 0
-	progress := false
-	if done {
-		delete(m.records, rec.seq)
-	} else if now := time.Now(); now.Sub(rec.progress) > m.ackWait/3 {
-		rec.progress, progress = now, true
-	}
-	msg := rec.msg
-	m.mu.Unlock()
 	select {
 	case m.freed <- struct{}{}:
 	default:
 	}
-	// Events waiting for a verdict are stored alone, so the header is theirs.
-	if to := msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
-		if v == nil {
-			v = allowVerdict
-		}
-		if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
-			m.s.logger.Warn("verdict not sent", "event", id, "err", err)
-		}
+	if v == nil {
+		v = allowVerdict
 	}
-	switch {
-	case done:
-		_ = msg.Ack()
-	case progress:
-		_ = msg.InProgress()
+	for _, st := range out {
+		// Events waiting for a verdict are stored alone, so the header is theirs.
+		if to := st.msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
+			if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
+				m.s.logger.Warn("verdict not sent", "event", st.id, "err", err)
+			}
+		}
+		switch {
+		case st.done:
+			_ = st.msg.Ack()
+		case st.progress:
+			_ = st.msg.InProgress()
+		}
 	}
 }
 
@@ -389,9 +408,12 @@ func (m *member) receive(ctx context.Context) error {
 		}
 		switch r := req.Request.(type) {
 		case *pb.SubscribeRequest_Ack:
-			m.ack(r.Ack.GetEventId(), nil)
+			m.ack(nil, r.Ack.GetEventId())
+			if more := r.Ack.GetMoreEventIds(); len(more) > 0 {
+				m.ack(nil, more...)
+			}
 		case *pb.SubscribeRequest_Verdict:
-			m.ack(r.Verdict.GetEventId(), r.Verdict.GetVerdict())
+			m.ack(r.Verdict.GetVerdict(), r.Verdict.GetEventId())
 		case *pb.SubscribeRequest_Subscription:
 			return status.Error(codes.InvalidArgument, "subscription already set")
 		}
@@ -409,9 +431,7 @@ func (m *member) goReadOnly() {
 		ids = append(ids, id)
 	}
 	m.mu.Unlock()
-	for _, id := range ids {
-		m.ack(id, nil)
-	}
+	m.ack(nil, ids...)
 }
 
 // release hands the records this member still holds back to its group at once, rather than after

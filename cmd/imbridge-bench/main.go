@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -38,7 +39,7 @@ type config struct {
 	Backlog     int           `json:"backlog"`
 	FanOut      []int         `json:"fan_out"`
 	Pin         bool          `json:"pinned_latency_runs"`
-	CPUProfile  string        `json:"-"`
+	Profile     string        `json:"-"`
 	Scenarios   []string      `json:"scenarios"`
 }
 
@@ -64,7 +65,7 @@ func main() {
 	flag.Float64Var(&cfg.VerdictRate, "verdict-rate", 2000, "offered req/s for the verdict round trip run")
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
-	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the bridge during the ingest run to this file (and its allocations to FILE.allocs)")
+	flag.StringVar(&cfg.Profile, "profile", "", "save the bridge's CPU profile, allocations and execution trace of each measured run in this directory (for diagnosis: tracing slows the bridge)")
 	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog", "which scenarios to run (the baseline always runs)")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
 	flag.Parse()
@@ -165,16 +166,9 @@ func step(name string) { fmt.Fprintf(os.Stderr, "bench: %s\n", name) }
 // ingest: after-callbacks as fast as they are answered, one acking group, and the bridge's memory.
 func ingest(ctx context.Context, cfg config, dir string, rep *report, baseRes loadResult) error {
 	step("ingest")
-	var extra []string
-	if cfg.CPUProfile != "" {
-		extra = []string{"--debug-addr", "127.0.0.1:0"}
-	}
-	br, err := startBridge(cfg.Bridge, dir, false, extra...)
+	br, err := startBridge(cfg.Bridge, dir, false, cfg.Profile != "")
 	if err != nil {
 		return err
-	}
-	if cfg.CPUProfile != "" {
-		go profile(br.debugAddr, cfg.Warmup, cfg.Duration, cfg.CPUProfile)
 	}
 	idle, _ := br.rss()
 	rec := &receipts{}
@@ -183,7 +177,7 @@ func ingest(ctx context.Context, cfg config, dir string, rep *report, baseRes lo
 		br.stop()
 		return err
 	}
-	ingRes, cpu, err := loadBridge(ctx, cfg, br, afterRequests(br.httpAddr), cfg.Conns, 0)
+	ingRes, cpu, err := loadBridge(ctx, cfg, br, "ingest", afterRequests(br.httpAddr), cfg.Conns, 0)
 	_, peak := br.rss()
 	sub.close()
 	br.stop()
@@ -220,12 +214,13 @@ func fanOuts(ctx context.Context, cfg config, dataDir func(string) string, rep *
 
 // loadBridge is warmAndLoad against a bridge; it also returns the bridge's CPU time (user and
 // system) per measured request.
-func loadBridge(ctx context.Context, cfg config, br *server, reqs []request, conns int, rate float64) (loadResult, time.Duration, error) {
+func loadBridge(ctx context.Context, cfg config, br *server, name string, reqs []request, conns int, rate float64) (loadResult, time.Duration, error) {
 	if cfg.Warmup > 0 {
 		if _, err := load(ctx, br.httpAddr, reqs, conns, rate, cfg.Warmup, 0); err != nil {
 			return loadResult{}, 0, err
 		}
 	}
+	defer profile(cfg, br, name)()
 	before := br.cpuTime()
 	res, err := load(ctx, br.httpAddr, reqs, conns, rate, cfg.Duration, 0)
 	if err != nil || res.Requests == 0 {
@@ -263,7 +258,9 @@ func fanOut(ctx context.Context, cfg config, dir string, n int) (loadResult, []t
 			return err
 		}
 		rec.reset()
+		done := profile(cfg, br, fmt.Sprintf("e2e-%d", n))
 		res, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Duration, 0)
+		done()
 		if err != nil {
 			return err
 		}
@@ -282,7 +279,7 @@ func verdictRoundTrip(ctx context.Context, cfg config, dir string) (res loadResu
 		ex := examples.Must("openim-before-set-group-info-ex")
 		reqs := []request{buildRequest(br.httpAddr, "/openim/"+ex.Command, openimHeader, ex.Body)}
 		var err error
-		res, cpu, err = loadBridge(ctx, cfg, br, reqs, cfg.OpenConns, cfg.VerdictRate)
+		res, cpu, err = loadBridge(ctx, cfg, br, "verdict", reqs, cfg.OpenConns, cfg.VerdictRate)
 		return err
 	})
 	return res, cpu, err
@@ -296,6 +293,7 @@ func backlogDrain(ctx context.Context, cfg config, dir string) (float64, error) 
 			return err
 		}
 		rec := &receipts{}
+		defer profile(cfg, br, "backlog")()
 		start := time.Now()
 		sub, err := subscribe(br.grpcAddr, &pb.Subscription{Group: "drain", MaxInFlight: 1024}, rec)
 		if err != nil {
@@ -314,7 +312,7 @@ func backlogDrain(ctx context.Context, cfg config, dir string) (float64, error) 
 // withBridge starts a bridge with n acking groups (and a decider), pinning both sides when asked,
 // runs f, and stops everything.
 func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscription, f func(*server, *receipts) error) error {
-	br, err := startBridge(cfg.Bridge, dir, pin)
+	br, err := startBridge(cfg.Bridge, dir, pin, cfg.Profile != "")
 	if err != nil {
 		return err
 	}
@@ -349,24 +347,41 @@ func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscriptio
 	return f(br, rec)
 }
 
-// profile fetches a CPU profile of the measured part of a run.
-func profile(addr string, after, dur time.Duration, path string) {
-	time.Sleep(after) // the warm-up
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(dur.Seconds())))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "profile:", err)
-		return
+// profile starts fetching the bridge's CPU profile and execution trace for the measured run that
+// begins now, when --profile asks for them, and returns a func that waits for both and then saves
+// the allocation profile. Files are named after the run, in the --profile directory.
+func profile(cfg config, br *server, name string) (wait func()) {
+	if cfg.Profile == "" {
+		return func() {}
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "profile:", err)
+		return func() {}
 	}
-	// And what was allocated, for the same run.
-	if resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/allocs", addr)); err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		_ = os.WriteFile(path+".allocs", b, 0o644)
+	secs := max(1, int(cfg.Duration.Seconds()))
+	fetch := func(path, file string) {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", br.debugAddr, path))
+		if err == nil {
+			var b []byte
+			b, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s: %s: %s", path, resp.Status, b)
+			}
+			if err == nil {
+				err = os.WriteFile(filepath.Join(cfg.Profile, file), b, 0o644)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { fetch(fmt.Sprintf("profile?seconds=%d", secs), name+".cpu.pprof") })
+	wg.Go(func() { fetch(fmt.Sprintf("trace?seconds=%d", secs), name+".trace") })
+	return func() {
+		wg.Wait()
+		fetch("allocs", name+".allocs.pprof")
 	}
 }
 

@@ -76,8 +76,19 @@ func subscribe(addr string, sub *pb.Subscription, rec *receipts) (*subscriber, e
 		conn.Close()
 		return nil, fmt.Errorf("subscribe %s: %w", sub.Group, err)
 	}
-	s := &subscriber{conn: conn, cancel: cancel, done: make(chan error, 1)}
+	s := &subscriber{conn: conn, cancel: cancel, done: make(chan error, 2)}
+	// A decider answers each event as it comes. Others ack through acker, which sends the ids that
+	// have piled up while its last Send was under way in one Ack message, as a subscriber working
+	// through a busy stream would; at a low rate that is one id per message, sent at once.
+	var toAck chan string
+	if !sub.Decide {
+		toAck = make(chan string, MaxAckBatch)
+		go s.acker(stream, toAck)
+	}
 	go func() {
+		if toAck != nil {
+			defer close(toAck)
+		}
 		for {
 			resp, err := stream.Recv()
 			if err != nil {
@@ -91,19 +102,49 @@ func subscribe(addr string, sub *pb.Subscription, rec *receipts) (*subscriber, e
 			if rec != nil {
 				rec.add(ev, time.Now())
 			}
-			req := &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: ev.Id}}}
-			if sub.Decide {
-				req = &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{Verdict: &pb.VerdictReply{
-					EventId: ev.Id, Verdict: &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW},
-				}}}
+			if toAck != nil {
+				toAck <- ev.Id
+				continue
 			}
-			if err := stream.Send(req); err != nil {
+			if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{Verdict: &pb.VerdictReply{
+				EventId: ev.Id, Verdict: &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW},
+			}}}); err != nil {
 				s.done <- err
 				return
 			}
 		}
 	}()
 	return s, nil
+}
+
+// MaxAckBatch is the most event ids the bench subscriber puts in one Ack message.
+const MaxAckBatch = 256
+
+// acker sends the ids it is given in Ack messages of up to MaxAckBatch, until ids is closed.
+func (s *subscriber) acker(stream pb.EventService_SubscribeClient, ids <-chan string) {
+	batch := make([]string, 0, MaxAckBatch)
+	for id := range ids {
+		batch = append(batch[:0], id)
+	more:
+		for len(batch) < MaxAckBatch {
+			select {
+			case id, ok := <-ids:
+				if !ok {
+					break more
+				}
+				batch = append(batch, id)
+			default:
+				break more
+			}
+		}
+		ack := &pb.Ack{EventId: batch[0], MoreEventIds: batch[1:]}
+		if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: ack}}); err != nil {
+			s.done <- err
+			for range ids { // let the receiver finish
+			}
+			return
+		}
+	}
 }
 
 func (s *subscriber) close() {

@@ -202,10 +202,10 @@ func (s *Sub) Next() *pb.Event {
 	return ev
 }
 
-// Ack acks an event.
-func (s *Sub) Ack(id string) {
+// Ack acks events, in one message.
+func (s *Sub) Ack(id string, more ...string) {
 	s.t.Helper()
-	if err := s.Stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: id}}}); err != nil {
+	if err := s.Stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: id, MoreEventIds: more}}}); err != nil {
 		s.t.Fatalf("ack: %v", err)
 	}
 }

@@ -395,11 +395,14 @@ func (x *EventFilter) GetGroupIds() []string {
 	return nil
 }
 
-// Ack tells the bridge a delivered event was handled; it is not delivered to the group again.
+// Ack tells the bridge delivered events were handled; they are not delivered to the group again.
 type Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Event.id of the delivered event.
-	EventId       string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// Further delivered events this message acks: a subscriber that has handled several events acks
+	// them in one message (a decider's plain ack of a before-callback allows it).
+	MoreEventIds  []string `protobuf:"bytes,2,rep,name=more_event_ids,json=moreEventIds,proto3" json:"more_event_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +442,13 @@ func (x *Ack) GetEventId() string {
 		return x.EventId
 	}
 	return ""
+}
+
+func (x *Ack) GetMoreEventIds() []string {
+	if x != nil {
+		return x.MoreEventIds
+	}
+	return nil
 }
 
 // VerdictReply is a decider's answer to a delivered before-callback.
@@ -743,9 +753,10 @@ const file_imbridge_v1_events_service_proto_rawDesc = "" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x16.imbridge.v1.EventKindR\x05kinds\x12\x1a\n" +
 	"\bcommands\x18\x02 \x03(\tR\bcommands\x12-\n" +
 	"\asources\x18\x03 \x03(\x0e2\x13.imbridge.v1.SourceR\asources\x12\x1b\n" +
-	"\tgroup_ids\x18\x04 \x03(\tR\bgroupIds\" \n" +
+	"\tgroup_ids\x18\x04 \x03(\tR\bgroupIds\"F\n" +
 	"\x03Ack\x12\x19\n" +
-	"\bevent_id\x18\x01 \x01(\tR\aeventId\"Y\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12$\n" +
+	"\x0emore_event_ids\x18\x02 \x03(\tR\fmoreEventIds\"Y\n" +
 	"\fVerdictReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
 	"\averdict\x18\x02 \x01(\v2\x14.imbridge.v1.VerdictR\averdict\"\xcb\x01\n" +
