@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -105,6 +107,10 @@ type loadResult struct {
 	// SendLate is how late an open-loop run sent its requests, sorted: the generator's own error
 	// plus waits for a free connection, both included in Latencies (which count from the due time).
 	SendLate []time.Duration
+	// SchedDelayP99 is, for an open-loop run, the 99th percentile of how long this process's
+	// goroutines (readers, subscribers, deciders) waited to run once ready (runtime/metrics
+	// /sched/latencies): a delay on this side that the latency figures include.
+	SchedDelayP99 time.Duration
 }
 
 func (r loadResult) rate() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
@@ -189,6 +195,7 @@ func openLoop(ctx context.Context, cs []*conn, reqs []request, rate float64, dur
 		}()
 	}
 
+	sched0 := schedLatencies()
 	runtime.LockOSThread()
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0) // ns, for this thread; the default is 50 µs
 	deadline := start.Add(dur)
@@ -241,6 +248,7 @@ collect:
 	out := res.result(time.Since(start))
 	slices.Sort(late)
 	out.SendLate = late
+	out.SchedDelayP99 = schedLatencyPercentile(sched0, schedLatencies(), 99)
 	return out
 }
 
@@ -289,6 +297,40 @@ func sleepUntil(t time.Time) {
 		ts := unix.NsecToTimespec(int64(d))
 		_ = unix.Nanosleep(&ts, nil)
 	}
+}
+
+// schedLatencies reads the runtime's histogram of goroutine scheduling delays so far.
+func schedLatencies() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return nil
+	}
+	return s[0].Value.Float64Histogram()
+}
+
+// schedLatencyPercentile is the percentile p of the delays recorded between two readings, as the
+// upper bound of its histogram bucket.
+func schedLatencyPercentile(before, after *metrics.Float64Histogram, p float64) time.Duration {
+	if before == nil || after == nil || len(before.Counts) != len(after.Counts) {
+		return 0
+	}
+	var total uint64
+	for i := range after.Counts {
+		total += after.Counts[i] - before.Counts[i]
+	}
+	var seen uint64
+	for i := range after.Counts {
+		seen += after.Counts[i] - before.Counts[i]
+		if total > 0 && float64(seen) >= p/100*float64(total) {
+			upper := after.Buckets[i+1]
+			if math.IsInf(upper, 1) {
+				upper = after.Buckets[i]
+			}
+			return time.Duration(upper * float64(time.Second))
+		}
+	}
+	return 0
 }
 
 // percentile of sorted latencies, p in [0, 100].

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"runtime/metrics"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -69,5 +71,27 @@ func TestOpenLoopAccounts(t *testing.T) {
 		if res.Latencies[i] < res.Latencies[i-1] {
 			t.Fatal("latencies not sorted")
 		}
+	}
+}
+
+// TestSchedLatencyPercentile reads a percentile of the delays recorded between two readings.
+func TestSchedLatencyPercentile(t *testing.T) {
+	buckets := []float64{0, 0.001, 0.002, 0.003, math.Inf(1)}
+	before := &metrics.Float64Histogram{Counts: []uint64{5, 5, 0, 0}, Buckets: buckets}
+	after := &metrics.Float64Histogram{Counts: []uint64{95, 9, 1, 0}, Buckets: buckets} // 90, 4, 1 new
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, time.Millisecond}, {95, 2 * time.Millisecond}, {99, 3 * time.Millisecond}} {
+		if got := schedLatencyPercentile(before, after, c.p); got != c.want {
+			t.Errorf("p%v = %v; want %v", c.p, got, c.want)
+		}
+	}
+	if got := schedLatencyPercentile(after, after, 99); got != 0 {
+		t.Errorf("p99 of no delays = %v; want 0", got)
+	}
+	inf := &metrics.Float64Histogram{Counts: []uint64{0, 0, 0, 3}, Buckets: buckets}
+	if got := schedLatencyPercentile(&metrics.Float64Histogram{Counts: make([]uint64, 4), Buckets: buckets}, inf, 99); got != 3*time.Millisecond {
+		t.Errorf("p99 in the open last bucket = %v; want its lower bound 3ms", got)
 	}
 }

@@ -146,7 +146,7 @@ func run(cfg config) (*report, error) {
 			return nil, err
 		}
 		rep.latency("verdict", fmt.Sprintf("before-callback answer, 1 decider, %.0f req/s", cfg.VerdictRate), verdict.Latencies, "p99 <= 2ms", percentile(verdict.Latencies, 99) <= 2*time.Millisecond)
-		rep.sendLate("verdict", verdict)
+		rep.generator("verdict", verdict)
 		rep.metric("verdict", "bridge CPU per request", us(cpu), "µs", "", true)
 		rep.errors("verdict", verdict)
 	}
@@ -198,13 +198,14 @@ func fanOuts(ctx context.Context, cfg config, dataDir func(string) string, rep *
 	for _, groups := range cfg.FanOut {
 		name := fmt.Sprintf("fan-out %d", groups)
 		step(name)
-		tput, e2e, err := fanOut(ctx, cfg, dataDir(name), groups)
+		tput, e2e, gen, err := fanOut(ctx, cfg, dataDir(name), groups)
 		if err != nil {
 			return err
 		}
 		rep.metric(name, "ingest", tput.rate(), "req/s", "", true)
 		if groups == 1 {
 			rep.latency("end to end", fmt.Sprintf("POST arrival to subscriber receipt at %.0f req/s", cfg.E2ERate), e2e, "p99 <= 1.5ms", percentile(e2e, 99) <= 1500*time.Microsecond)
+			rep.generator("end to end", gen)
 		} else {
 			rep.metric(name, "end to end p99", ms(percentile(e2e, 99)), "ms", "", true)
 		}
@@ -241,17 +242,15 @@ func warmAndLoad(ctx context.Context, cfg config, addr string, reqs []request, c
 
 // fanOut: ingest throughput (unpinned, closed loop) with n acking groups, then, on a fresh bridge,
 // end-to-end latency at the fixed rate (pinned, open loop).
-func fanOut(ctx context.Context, cfg config, dir string, n int) (loadResult, []time.Duration, error) {
-	var tput loadResult
-	err := withBridge(cfg, dir+"-tput", false, n, nil, func(br *server, _ *receipts) error {
+func fanOut(ctx context.Context, cfg config, dir string, n int) (tput loadResult, e2e []time.Duration, gen loadResult, err error) {
+	err = withBridge(cfg, dir+"-tput", false, n, nil, func(br *server, _ *receipts) error {
 		var err error
 		tput, err = warmAndLoad(ctx, cfg, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0)
 		return err
 	})
 	if err != nil {
-		return tput, nil, err
+		return tput, nil, gen, err
 	}
-	var e2e []time.Duration
 	err = withBridge(cfg, dir+"-e2e", cfg.Pin, n, nil, func(br *server, rec *receipts) error {
 		reqs := afterRequests(br.httpAddr)
 		if _, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Warmup, 0); err != nil {
@@ -259,17 +258,18 @@ func fanOut(ctx context.Context, cfg config, dir string, n int) (loadResult, []t
 		}
 		rec.reset()
 		done := profile(cfg, br, fmt.Sprintf("e2e-%d", n))
-		res, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Duration, 0)
+		var err error
+		gen, err = load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Duration, 0)
 		done()
 		if err != nil {
 			return err
 		}
-		want := int64(res.Requests) * int64(n)
+		want := int64(gen.Requests) * int64(n)
 		waitFor(func() bool { return int64(len(rec.sorted())) >= want }, 10*time.Second)
 		e2e = rec.sorted()
 		return nil
 	})
-	return tput, e2e, err
+	return tput, e2e, gen, err
 }
 
 // verdictRoundTrip: before-callbacks at a fixed rate with one decider that allows at once.
@@ -318,6 +318,11 @@ func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscriptio
 	}
 	defer br.stop()
 	if pin {
+		// Set this process's Ps explicitly, keeping their number, before pinning it: the Go
+		// runtime would otherwise follow the affinity mask down to one P, which the open loop's
+		// pacer holds with its locked thread while it sleeps. The readers, subscribers and
+		// deciders then waited up to 3 ms (p99) to run, half of the end-to-end figure.
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 		if err := pinProcess(os.Getpid(), clientCPU); err != nil {
 			return err
 		}
@@ -465,8 +470,12 @@ func (r *report) latency(scenario, what string, lat []time.Duration, target stri
 
 // sendLate reports how late the open-loop generator itself sent: that much of the latency
 // figures is the generator's, not the server's.
-func (r *report) sendLate(scenario string, res loadResult) {
+// generator reports, for an open-loop run, the delays on the generator's side that its latency
+// figures include: how late requests were sent, and how long the generator's goroutines
+// (readers, subscribers, deciders) waited to run.
+func (r *report) generator(scenario string, res loadResult) {
 	r.metric(scenario, "generator send lateness p99 (included above)", ms(percentile(res.SendLate, 99)), "ms", "", true)
+	r.metric(scenario, "generator goroutine run delay p99 (included above)", ms(res.SchedDelayP99), "ms", "", true)
 }
 
 func (r *report) errors(scenario string, res loadResult) {
