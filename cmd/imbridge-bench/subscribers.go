@@ -82,7 +82,7 @@ func subscribe(addr string, sub *pb.Subscription, rec *receipts) (*subscriber, e
 	// through a busy stream would; at a low rate that is one id per message, sent at once.
 	var toAck chan string
 	if !sub.Decide {
-		toAck = make(chan string, MaxAckBatch)
+		toAck = make(chan string, maxAckBatch)
 		go s.acker(stream, toAck)
 	}
 	go func() {
@@ -117,16 +117,16 @@ func subscribe(addr string, sub *pb.Subscription, rec *receipts) (*subscriber, e
 	return s, nil
 }
 
-// MaxAckBatch is the most event ids the bench subscriber puts in one Ack message.
-const MaxAckBatch = 256
+// maxAckBatch is the most event ids the bench subscriber puts in one Ack message.
+const maxAckBatch = 256
 
-// acker sends the ids it is given in Ack messages of up to MaxAckBatch, until ids is closed.
+// acker sends the ids it is given in Ack messages of up to maxAckBatch, until ids is closed.
 func (s *subscriber) acker(stream pb.EventService_SubscribeClient, ids <-chan string) {
-	batch := make([]string, 0, MaxAckBatch)
+	batch := make([]string, 0, maxAckBatch)
 	for id := range ids {
 		batch = append(batch[:0], id)
 	more:
-		for len(batch) < MaxAckBatch {
+		for len(batch) < maxAckBatch {
 			select {
 			case id, ok := <-ids:
 				if !ok {
