@@ -90,6 +90,32 @@ func TestRedeliveryAfterDrop(t *testing.T) {
 	second.Ack(again.Id)
 }
 
+// TestGroupDeletedUnderMember: a member whose consumer group is deleted from the log (nats consumer
+// rm) is told so with Unavailable, rather than waiting for events that cannot come.
+func TestGroupDeletedUnderMember(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	sub := b.Subscribe(t, &pb.Subscription{Group: "doomed"})
+	if err := b.Log.JetStream().DeleteConsumer(t.Context(), b.Log.Stream(), "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := sub.Stream.Recv()
+		ended <- err
+	}()
+	timer := time.NewTimer(bridgetest.Timeout) // a guard against a hang
+	defer timer.Stop()
+	select {
+	case err := <-ended:
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("member ended with %v; want Unavailable", err)
+		}
+	case <-timer.C:
+		t.Fatal("member still open after its group was deleted")
+	}
+}
+
 // TestFilter: a group receives only matching events.
 func TestFilter(t *testing.T) {
 	t.Parallel()

@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -156,7 +158,7 @@ type member struct {
 // when none is left; while some are, each ack pushes the log's ack deadline back (InProgress), so a
 // record of many events is not delivered again merely for taking long to work through.
 type record struct {
-	msg      jetstream.Msg // the latest delivery
+	msg      *nats.Msg // the latest delivery
 	seq      uint64
 	unacked  map[string]bool // guarded by member.mu
 	progress time.Time       // last InProgress; guarded by member.mu
@@ -172,7 +174,14 @@ func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) e
 			}
 			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
-		evs, _, _ := m.events(msg)
+		var seq uint64
+		if md, err := msg.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		evs, err := m.events(msg.Headers(), msg.Data(), seq)
+		if err != nil {
+			m.undecodable(msg.Subject(), err)
+		}
 		for _, ev := range evs {
 			if err := m.stream.SendMsg(ev.response); err != nil {
 				return err
@@ -183,7 +192,22 @@ func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) e
 
 // fetch pulls as many events as the member has free slots, never more, so that a busy member does
 // not hold events an idle one could take.
+//
+// It pulls on a subscription of its own rather than with jetstream's Fetch, for the member's way
+// out. A member leaving while a pull request is waiting at the log must hand its records back only
+// once the log can no longer deliver to that request: Fetch drops its subscription only after it
+// has ended the batch, so a record handed back at once could go straight to the dead request and
+// wait out the ack wait. Here the subscription is drained before anything is handed back.
 func (m *member) fetch(ctx context.Context) error {
+	nc := m.s.log.Conn()
+	// One request is waiting at a time, for at most m.max records; the rest is room for heartbeats.
+	msgs := make(chan *nats.Msg, m.max+pullSlack)
+	sub, err := nc.ChanSubscribe(nc.NewInbox(), msgs)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+	}
+	defer m.drain(sub, msgs)
+	next := jetstream.DefaultAPIPrefix + "CONSUMER.MSG.NEXT." + m.s.log.Stream() + "." + m.sub.Group
 	for {
 		free := m.waitFree(ctx)
 		if free == 0 {
@@ -195,39 +219,117 @@ func (m *member) fetch(ctx context.Context) error {
 		m.mu.Lock()
 		n := max(1, int(float64(free)/m.recordSize))
 		m.mu.Unlock()
-		batch, err := m.cons.Fetch(n, jetstream.FetchContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return status.Errorf(codes.Unavailable, "fetch: %v", err)
+		if err := m.pull(ctx, nc, next, sub.Subject, msgs, n); err != nil || ctx.Err() != nil {
+			return err
 		}
-		for msg := range batch.Messages() {
-			if err := m.handle(ctx, msg); err != nil {
-				return err
-			}
-		}
-		if ctx.Err() != nil {
+	}
+}
+
+// A pull request waits at most pullExpires for records; while it waits, the log sends a heartbeat
+// every pullHeartbeat, and two missed heartbeats end the subscription.
+const (
+	pullExpires   = 30 * time.Second
+	pullHeartbeat = 5 * time.Second
+	pullSlack     = 16
+	drainWait     = 5 * time.Second
+)
+
+// pull sends one pull request for n records and delivers them as they come, until n have come, the
+// log ends the request (it expired) or ctx ends.
+func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n int) error {
+	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, n, pullExpires, pullHeartbeat)
+	if err := nc.PublishRequest(next, inbox, req); err != nil {
+		return status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+	}
+	idle := time.NewTimer(2 * pullHeartbeat)
+	defer idle.Stop()
+	for got := 0; got < n; {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-idle.C:
+			return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
+		case msg := <-msgs:
+			if code, ok := pullStatus(msg); ok {
+				switch code {
+				case "100": // idle heartbeat
+				case "404", "408":
+					return nil // no more records for this request
+				case "409":
+					if msg.Header.Get("Description") == "Leadership Change" {
+						return nil
+					}
+					fallthrough
+				default:
+					why := msg.Header.Get("Description")
+					if code == "503" {
+						why = "the consumer is gone from the event log" // no responders
+					}
+					return status.Errorf(codes.Unavailable, "consumer group %s: %s %s", m.sub.Group, code, why)
+				}
+			} else {
+				got++
+				if err := m.handle(ctx, msg); err != nil {
+					return err
+				}
+			}
+			idle.Reset(2 * pullHeartbeat)
 		}
-		// A pull that expires with fewer events than asked for ends without an error; anything
-		// else (consumer deleted, no heartbeat from the server) ends the subscription.
-		if err := batch.Error(); err != nil {
-			return status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+	}
+	return nil
+}
+
+// pullStatus reports the status code of a message from the log that carries no record: a heartbeat,
+// or the end of a pull request.
+func pullStatus(msg *nats.Msg) (string, bool) {
+	if len(msg.Data) > 0 || msg.Header == nil {
+		return "", false
+	}
+	code := msg.Header.Get("Status")
+	return code, code != ""
+}
+
+// drain ends the member's subscription to its pull requests and hands back whatever the log sent on
+// it before the log removed the subscription: once the subscription is closed, nothing more can be
+// delivered to this member.
+func (m *member) drain(sub *nats.Subscription, msgs <-chan *nats.Msg) {
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err == nil {
+		timer := time.NewTimer(drainWait) // a guard for a lost connection, not a synchronization
+		select {
+		case <-closed:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+	for {
+		select {
+		case msg := <-msgs:
+			if _, ok := pullStatus(msg); !ok {
+				_ = msg.Nak()
+			}
+		default:
+			return
 		}
 	}
 }
 
 // handle delivers the events of one fetched log message. A record delivered again to this member
 // (its ack wait passed) keeps what was acked already: only the rest is sent again.
-func (m *member) handle(ctx context.Context, msg jetstream.Msg) error {
+func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	if ctx.Err() != nil {
 		_ = msg.Nak()
 		return nil
 	}
-	evs, seq, ok := m.events(msg)
-	if !ok {
-		return nil // terminated
+	var seq uint64
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	evs, err := m.events(msg.Header, msg.Data, seq)
+	if err != nil {
+		m.undecodable(msg.Subject, err)
+		_ = msg.Term() // delivering it again would not help
+		return nil
 	}
 	m.mu.Lock()
 	m.recordSize = 0.8*m.recordSize + 0.2*float64(max(len(evs), 1))
@@ -272,42 +374,37 @@ type outgoing struct {
 	response any // *pb.SubscribeResponse or preEncoded
 }
 
-// events returns the events of a log message this member wants, ready to send. An undecodable
-// message is terminated (delivering it again would not help) and ok is false.
-func (m *member) events(msg jetstream.Msg) (evs []outgoing, seq uint64, ok bool) {
-	raw, err := recordEvents(msg.Headers(), msg.Data())
-	if md, mdErr := msg.Metadata(); mdErr == nil {
-		seq = md.Sequence.Stream
+// events returns the events of a log message (its header, payload and stream sequence) this member
+// wants, ready to send.
+func (m *member) events(hdr nats.Header, data []byte, seq uint64) ([]outgoing, error) {
+	raw, err := recordEvents(hdr, data)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]outgoing, 0, len(raw))
 	for _, b := range raw {
-		if err != nil {
-			break
-		}
 		if m.exact {
 			id := eventID(b)
 			if id == "" {
-				err = errBadRecord
-				break
+				return nil, errBadRecord
 			}
 			out = append(out, outgoing{id: id, response: eventResponse(b, seq)})
 			continue
 		}
 		ev := new(pb.Event)
-		if err = proto.Unmarshal(b, ev); err != nil {
-			break
+		if err := proto.Unmarshal(b, ev); err != nil {
+			return nil, err
 		}
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
 			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
 		}
 	}
-	if err != nil {
-		m.s.logger.Error("undecodable record in the log; terminated", "subject", msg.Subject(), "err", err)
-		_ = msg.Term()
-		return nil, seq, false
-	}
-	return out, seq, true
+	return out, nil
+}
+
+func (m *member) undecodable(subject string, err error) {
+	m.s.logger.Error("undecodable record in the log: not delivered", "subject", subject, "err", err)
 }
 
 // waitFree blocks until the member has a free slot and returns how many it has; 0 when ctx ends.
@@ -332,7 +429,7 @@ func (m *member) waitFree(ctx context.Context) int {
 // not pending (acked already, or never delivered to this member) are ignored.
 func (m *member) ack(v *pb.Verdict, ids ...string) {
 	type settled struct {
-		msg            jetstream.Msg
+		msg            *nats.Msg
 		id             string
 		done, progress bool
 	}
@@ -373,7 +470,7 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 	}
 	for _, st := range out {
 		// Events waiting for a verdict are stored alone, so the header is theirs.
-		if to := st.msg.Headers().Get(verdictToHeader); to != "" && m.sub.Decide {
+		if to := st.msg.Header.Get(verdictToHeader); to != "" && m.sub.Decide {
 			if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
 				m.s.logger.Warn("verdict not sent", "event", st.id, "err", err)
 			}
