@@ -231,7 +231,9 @@ const (
 	pullExpires   = 30 * time.Second
 	pullHeartbeat = 5 * time.Second
 	pullSlack     = 16
-	drainWait     = 5 * time.Second
+	// drainWait bounds how long a leaving member waits for the log to confirm its unsubscribe
+	// (normally one round trip to the log).
+	drainWait = time.Second
 )
 
 // pull sends one pull request for n records and delivers them as they come, until n have come, the
@@ -291,26 +293,57 @@ func pullStatus(msg *nats.Msg) (string, bool) {
 
 // drain ends the member's subscription to its pull requests and hands back whatever the log sent on
 // it before the log removed the subscription: once the subscription is closed, nothing more can be
-// delivered to this member.
+// delivered to this member. Should the log be slow to confirm, the member goes on without waiting,
+// and what still arrives is handed back as it comes, until the subscription closes or the last pull
+// request has expired. (Over an external NATS connection that is reconnecting, the unsubscribe is
+// not sent: events the log delivers to the last request then wait out the ack wait.)
 func (m *member) drain(sub *nats.Subscription, msgs <-chan *nats.Msg) {
-	closed := sub.StatusChanged(nats.SubscriptionClosed)
-	if err := sub.Drain(); err == nil {
-		timer := time.NewTimer(drainWait) // a guard for a lost connection, not a synchronization
-		select {
-		case <-closed:
-		case <-timer.C:
-		}
-		timer.Stop()
+	closed := make(chan struct{})
+	var once sync.Once // the handler runs once for a subscription; this keeps close(closed) safe if not
+	sub.SetClosedHandler(func(string) { once.Do(func() { close(closed) }) })
+	if err := sub.Drain(); err != nil {
+		handBack(msgs) // the connection is closed: nothing more comes
+		return
 	}
+	timer := time.NewTimer(drainWait)
+	defer timer.Stop()
+	select {
+	case <-closed:
+		handBack(msgs)
+	case <-timer.C:
+		go func() {
+			expired := time.NewTimer(pullExpires)
+			defer expired.Stop()
+			for {
+				select {
+				case msg := <-msgs:
+					nak(msg)
+				case <-closed:
+					handBack(msgs)
+					return
+				case <-expired.C:
+					return
+				}
+			}
+		}()
+	}
+}
+
+// handBack Naks the records waiting in msgs, so that the log delivers them to another member now.
+func handBack(msgs <-chan *nats.Msg) {
 	for {
 		select {
 		case msg := <-msgs:
-			if _, ok := pullStatus(msg); !ok {
-				_ = msg.Nak()
-			}
+			nak(msg)
 		default:
 			return
 		}
+	}
+}
+
+func nak(msg *nats.Msg) {
+	if _, ok := pullStatus(msg); !ok {
+		_ = msg.Nak()
 	}
 }
 
