@@ -26,14 +26,14 @@ const (
 )
 
 // joinGroup finds or creates a group's durable consumer and counts the member in. It returns the
-// consumer, the group's settings (sub's, except where sub left them unset) and the function that
-// counts the member out.
-func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (jetstream.Consumer, *pb.Subscription, func(), error) {
+// group's settings (sub's, except where sub left them unset) and the function that counts the
+// member out.
+func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, func(), error) {
 	s.groupsMu.Lock()
 	defer s.groupsMu.Unlock()
-	c, settings, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0)
+	settings, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	s.groupMembers[sub.Group]++
 	leave := func() {
@@ -43,47 +43,47 @@ func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (jetstream
 			delete(s.groupMembers, sub.Group)
 		}
 	}
-	return c, settings, leave, nil
+	return settings, leave, nil
 }
 
-func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (jetstream.Consumer, *pb.Subscription, error) {
+func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (*pb.Subscription, error) {
 	js, streamName := s.log.JetStream(), s.log.Stream()
 	want := groupConfig(sub)
-	c, err := js.CreateConsumer(ctx, streamName, want)
+	_, err := js.CreateConsumer(ctx, streamName, want)
 	if err == nil || !errors.Is(err, jetstream.ErrConsumerExists) {
 		if err != nil {
-			return nil, nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+			return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 		}
-		return c, sub, nil
+		return sub, nil
 	}
-	c, err = js.Consumer(ctx, streamName, sub.Group)
+	c, err := js.Consumer(ctx, streamName, sub.Group)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+		return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
 	info := c.CachedInfo()
 	have, err := settingsOf(info.Config)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
+		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
 	}
 	if sub.AckWait == nil {
 		sub = proto.CloneOf(sub)
 		sub.AckWait = have.AckWait // unset: the group's
 	}
 	if sameSettings(have, sub) {
-		return c, have, nil
+		return have, nil
 	}
 	if inUse {
-		return nil, nil, status.Errorf(codes.FailedPrecondition,
+		return nil, status.Errorf(codes.FailedPrecondition,
 			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v): members of a group must agree",
 			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration())
 	}
 	cfg := info.Config
 	cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject, cfg.Metadata = want.AckWait, want.FilterSubjects, "", want.Metadata
-	if c, err = js.UpdateConsumer(ctx, streamName, cfg); err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+	if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
 	s.logger.Info("consumer group settings replaced", "group", sub.Group)
-	return c, sub, nil
+	return sub, nil
 }
 
 func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {

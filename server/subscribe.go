@@ -59,7 +59,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		m.sub = sub
 	} else {
 		var leave func()
-		m.cons, m.sub, leave, err = s.joinGroup(ctx, sub)
+		m.sub, leave, err = s.joinGroup(ctx, sub)
 		if err != nil {
 			return err
 		}
@@ -139,11 +139,10 @@ type member struct {
 	s        *Server
 	sub      *pb.Subscription // the group's settings for a group member
 	stream   pb.EventService_SubscribeServer
-	cons     jetstream.Consumer // nil for a live tail
-	max      int                // most unacked events held
-	undecide func()             // removes this member from the deciders; nil if not one
-	freed    chan struct{}      // signalled when an ack frees a slot
-	exact    bool               // the subject filter is exact: events are sent as stored (codec.go)
+	max      int           // most unacked events held
+	undecide func()        // removes this member from the deciders; nil if not one
+	freed    chan struct{} // signalled when an ack frees a slot
+	exact    bool          // the subject filter is exact: events are sent as stored (codec.go)
 
 	mu       sync.Mutex
 	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
@@ -253,21 +252,8 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 			return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
 		case msg := <-msgs:
 			if code, ok := pullStatus(msg); ok {
-				switch code {
-				case "100": // idle heartbeat
-				case "404", "408":
-					return nil // no more records for this request
-				case "409":
-					if msg.Header.Get("Description") == "Leadership Change" {
-						return nil
-					}
-					fallthrough
-				default:
-					why := msg.Header.Get("Description")
-					if code == "503" {
-						why = "the consumer is gone from the event log" // no responders
-					}
-					return status.Errorf(codes.Unavailable, "consumer group %s: %s %s", m.sub.Group, code, why)
+				if ended, err := m.pullEnded(code, msg.Header); ended {
+					return err
 				}
 			} else {
 				got++
@@ -279,6 +265,23 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 		}
 	}
 	return nil
+}
+
+// pullEnded reads a status from the log: whether it ends the pull request, and the error, if any,
+// that ends the subscription with it.
+func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
+	why := hdr.Get("Description")
+	switch {
+	case code == "100": // idle heartbeat
+		return false, nil
+	case code == "404", code == "408": // no more records for this request
+		return true, nil
+	case code == "409" && why == "Leadership Change":
+		return true, nil
+	case code == "503": // no responders
+		why = "the consumer is gone from the event log"
+	}
+	return true, status.Errorf(codes.Unavailable, "consumer group %s: %s %s", m.sub.Group, code, why)
 }
 
 // pullStatus reports the status code of a message from the log that carries no record: a heartbeat,
@@ -533,7 +536,7 @@ func (m *member) receive(ctx context.Context) error {
 			}
 			return err
 		}
-		if m.cons == nil {
+		if m.sub.Group == "" {
 			continue // a live tail has nothing to ack
 		}
 		switch r := req.Request.(type) {

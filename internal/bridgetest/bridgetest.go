@@ -169,6 +169,27 @@ func (b *Bridge) Subscribe(t testing.TB, sub *pb.Subscription) *Sub {
 
 func (s *Sub) recv() *pb.SubscribeResponse {
 	s.t.Helper()
+	resp, err := s.wait()
+	if err != nil {
+		s.t.Fatalf("recv: %v", err)
+	}
+	return resp
+}
+
+// End waits for the bridge to end the subscription and returns the error it ended with. A message
+// instead fails the test.
+func (s *Sub) End() error {
+	s.t.Helper()
+	resp, err := s.wait()
+	if err == nil {
+		s.t.Fatalf("got %v; want the subscription to end", resp)
+	}
+	return err
+}
+
+// wait receives the next message or the error that ended the stream.
+func (s *Sub) wait() (*pb.SubscribeResponse, error) {
+	s.t.Helper()
 	type result struct {
 		resp *pb.SubscribeResponse
 		err  error
@@ -182,13 +203,10 @@ func (s *Sub) recv() *pb.SubscribeResponse {
 	defer timer.Stop()
 	select {
 	case r := <-ch:
-		if r.err != nil {
-			s.t.Fatalf("recv: %v", r.err)
-		}
-		return r.resp
+		return r.resp, r.err
 	case <-timer.C:
 		s.t.Fatalf("no message from the bridge in %v", Timeout)
-		return nil
+		return nil, nil
 	}
 }
 
