@@ -46,12 +46,15 @@ type config struct {
 func (c config) wants(s string) bool { return slices.Contains(c.Scenarios, s) }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "baseline-server" {
-		if err := runBaselineServer(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+	if len(os.Args) > 1 {
+		serve := map[string]func() error{"baseline-server": runBaselineServer, "floor-server": runFloorServer}[os.Args[1]]
+		if serve != nil {
+			if err := serve(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	var cfg config
 	var fanout, scenarios string
@@ -140,6 +143,16 @@ func run(cfg config) (*report, error) {
 		}
 	}
 	if cfg.wants("verdict") {
+		step("verdict floor")
+		floor, floorCPU, err := verdictFloor(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		rep.latency("verdict-floor", fmt.Sprintf("net/http + gRPC decider, no log, %.0f req/s", cfg.VerdictRate), floor.Latencies, "", true)
+		rep.generator("verdict-floor", floor, true)
+		rep.metric("verdict-floor", "server CPU per request", us(floorCPU), "µs", "", true)
+		rep.errors("verdict-floor", floor)
+
 		step("verdict")
 		verdict, cpu, err := verdictRoundTrip(ctx, cfg, dataDir("verdict"))
 		if err != nil {
@@ -272,17 +285,45 @@ func fanOut(ctx context.Context, cfg config, dir string, n int) (tput loadResult
 	return tput, e2e, gen, err
 }
 
+// verdictDecider is the deciding subscriber of the verdict runs; it allows at once.
+var verdictDecider = &pb.Subscription{Group: "decider", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}}}
+
+func beforeRequests(addr string) []request {
+	ex := examples.Must("openim-before-set-group-info-ex")
+	return []request{buildRequest(addr, "/openim/"+ex.Command, openimHeader, ex.Body)}
+}
+
 // verdictRoundTrip: before-callbacks at a fixed rate with one decider that allows at once.
 func verdictRoundTrip(ctx context.Context, cfg config, dir string) (res loadResult, cpu time.Duration, err error) {
-	decider := &pb.Subscription{Group: "decider", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}}}
-	err = withBridge(cfg, dir, cfg.Pin, 0, decider, func(br *server, _ *receipts) error {
-		ex := examples.Must("openim-before-set-group-info-ex")
-		reqs := []request{buildRequest(br.httpAddr, "/openim/"+ex.Command, openimHeader, ex.Body)}
+	err = withBridge(cfg, dir, cfg.Pin, 0, verdictDecider, func(br *server, _ *receipts) error {
 		var err error
-		res, cpu, err = loadBridge(ctx, cfg, br, "verdict", reqs, cfg.OpenConns, cfg.VerdictRate)
+		res, cpu, err = loadBridge(ctx, cfg, br, "verdict", beforeRequests(br.httpAddr), cfg.OpenConns, cfg.VerdictRate)
 		return err
 	})
 	return res, cpu, err
+}
+
+// verdictFloor is verdictRoundTrip against the floor server (floor.go), pinned alike.
+func verdictFloor(ctx context.Context, cfg config) (res loadResult, cpu time.Duration, err error) {
+	fl, err := startFloor(cfg.Pin)
+	if err != nil {
+		return res, 0, err
+	}
+	defer fl.stop()
+	if cfg.Pin {
+		undo, err := pinSelf()
+		if err != nil {
+			return res, 0, err
+		}
+		defer undo()
+	}
+	sub, err := subscribe(fl.grpcAddr, verdictDecider, nil)
+	if err != nil {
+		return res, 0, err
+	}
+	defer sub.close()
+	cfg.Profile = "" // the floor serves no profiles
+	return loadBridge(ctx, cfg, fl, "verdict-floor", beforeRequests(fl.httpAddr), cfg.OpenConns, cfg.VerdictRate)
 }
 
 // backlogDrain stores cfg.Backlog events with no subscriber, then times one group draining them.
@@ -318,15 +359,11 @@ func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscriptio
 	}
 	defer br.stop()
 	if pin {
-		// Set this process's Ps explicitly, keeping their number, before pinning it: the Go
-		// runtime would otherwise follow the affinity mask down to one P, which the open loop's
-		// pacer holds with its locked thread while it sleeps. The readers, subscribers and
-		// deciders then waited up to 3 ms (p99) to run, half of the end-to-end figure.
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-		if err := pinProcess(os.Getpid(), clientCPU); err != nil {
+		undo, err := pinSelf()
+		if err != nil {
 			return err
 		}
-		defer unpinSelf()
+		defer undo()
 	}
 	rec := &receipts{}
 	var subs []*subscriber
@@ -468,8 +505,6 @@ func (r *report) latency(scenario, what string, lat []time.Duration, target stri
 	r.metric(scenario, "max", ms(percentile(lat, 100)), "ms", "", true)
 }
 
-// sendLate reports how late the open-loop generator itself sent: that much of the latency
-// figures is the generator's, not the server's.
 // generator reports, for an open-loop run, the delays on the generator's side that its latency
 // figures include: how long the generator's goroutines (readers, subscribers, deciders) waited to
 // run, and, when latency counts from the send, how late requests were sent.

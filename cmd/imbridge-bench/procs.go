@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -66,12 +67,19 @@ type server struct {
 }
 
 // startBaseline runs this binary in baseline-server mode.
-func startBaseline(pin bool) (*server, error) {
+func startBaseline(pin bool) (*server, error) { return startSelf("baseline-server", pin) }
+
+// startFloor runs this binary in floor-server mode (floor.go).
+func startFloor(pin bool) (*server, error) { return startSelf("floor-server", pin) }
+
+// startSelf runs this binary as a reference server in mode, which prints its HTTP address, and for
+// the floor its gRPC address after it, on its first line.
+func startSelf(mode string, pin bool) (*server, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "baseline-server")
+	cmd := exec.Command(self, mode)
 	cmd.Env = serverEnv(pin)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -84,9 +92,16 @@ func startBaseline(pin bool) (*server, error) {
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		_ = cmd.Process.Kill()
-		return nil, fmt.Errorf("baseline server: %w", err)
+		return nil, fmt.Errorf("%s: %w", mode, err)
 	}
-	s := &server{cmd: cmd, httpAddr: strings.TrimSpace(line)}
+	s := &server{cmd: cmd}
+	addrs := strings.Fields(line)
+	if len(addrs) > 0 {
+		s.httpAddr = addrs[0]
+	}
+	if len(addrs) > 1 {
+		s.grpcAddr = addrs[1]
+	}
 	if pin {
 		if err := pinProcess(cmd.Process.Pid, serverCPU); err != nil {
 			s.stop()
@@ -228,6 +243,20 @@ func pinProcess(pid, cpu int) error {
 	set.Zero()
 	set.Set(cpu)
 	return setAffinity(pid, &set)
+}
+
+// pinSelf pins this process (generator and subscribers) to the client core for a latency run,
+// and returns what undoes it.
+func pinSelf() (undo func(), err error) {
+	// Set this process's Ps explicitly, keeping their number, before pinning it: the Go runtime
+	// would otherwise follow the affinity mask down to one P, which the open loop's pacer holds
+	// with its locked thread while it sleeps. The readers, subscribers and deciders then waited
+	// up to 3 ms (p99) to run, half of the end-to-end figure.
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	if err := pinProcess(os.Getpid(), clientCPU); err != nil {
+		return nil, err
+	}
+	return func() { _ = unpinSelf() }, nil
 }
 
 func unpinSelf() error {
