@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -112,7 +111,7 @@ func (f *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	var b baselineBody
 	if err == nil {
-		err = json.NewDecoder(bytes.NewReader(body)).Decode(&b)
+		err = json.Unmarshal(body, &b)
 	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
