@@ -107,6 +107,9 @@ type loadResult struct {
 	// SendLate is how late an open-loop run sent its requests, sorted: the generator's own error
 	// plus waits for a free connection, both included in Latencies (which count from the due time).
 	SendLate []time.Duration
+	// SelfCPU is this process's CPU time (user and system) over the run: the generator's, and its
+	// subscribers' and deciders' when there are any.
+	SelfCPU time.Duration
 	// SchedDelayP99 is, for an open-loop run, the 99th percentile of how long this process's
 	// goroutines (readers, subscribers, deciders) waited to run once ready (runtime/metrics
 	// /sched/latencies): a delay on this side that the latency figures include.
@@ -114,6 +117,13 @@ type loadResult struct {
 }
 
 func (r loadResult) rate() float64 { return float64(r.Requests) / r.Elapsed.Seconds() }
+
+func (r loadResult) selfCPUPerRequest() time.Duration {
+	if r.Requests == 0 {
+		return 0
+	}
+	return r.SelfCPU / time.Duration(r.Requests)
+}
 
 // load runs requests over conns connections for dur. rate > 0: open loop, request i is due at
 // start + i/rate and its latency counts from then, so a stalled server shows in the tail instead
@@ -129,8 +139,11 @@ func load(ctx context.Context, addr string, reqs []request, conns int, rate floa
 		defer c.c.Close()
 		cs[i] = c
 	}
+	cpu0 := selfCPU()
 	if rate > 0 {
-		return openLoop(ctx, cs, reqs, rate, dur), nil
+		res := openLoop(ctx, cs, reqs, rate, dur)
+		res.SelfCPU = selfCPU() - cpu0
+		return res, nil
 	}
 	var (
 		next atomic.Int64
@@ -158,7 +171,18 @@ func load(ctx context.Context, addr string, reqs []request, conns int, rate floa
 		}()
 	}
 	wg.Wait()
-	return res.result(time.Since(start)), nil
+	out := res.result(time.Since(start))
+	out.SelfCPU = selfCPU() - cpu0
+	return out, nil
+}
+
+// selfCPU is this process's CPU time so far, user and system.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // openLoop sends request i at start + i/rate until dur has passed, each on a connection with no

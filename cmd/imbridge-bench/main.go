@@ -125,12 +125,14 @@ func run(cfg config) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	baseRes, err := warmAndLoad(ctx, cfg, base.httpAddr, afterRequests(base.httpAddr), cfg.Conns, 0)
+	baseRes, baseCPU, err := loadServer(ctx, cfg, base, "baseline", afterRequests(base.httpAddr), cfg.Conns, 0)
 	base.stop()
 	if err != nil {
 		return nil, err
 	}
 	rep.load("baseline", "net/http + encoding/json, fixed answer", baseRes)
+	rep.metric("baseline", "server CPU per request", us(baseCPU), "µs", "", true)
+	rep.metric("baseline", "generator CPU per request", us(baseRes.selfCPUPerRequest()), "µs", "", true)
 
 	if cfg.wants("ingest") {
 		if err := ingest(ctx, cfg, dataDir("ingest"), rep, baseRes); err != nil {
@@ -190,7 +192,7 @@ func ingest(ctx context.Context, cfg config, dir string, rep *report, baseRes lo
 		br.stop()
 		return err
 	}
-	ingRes, cpu, err := loadBridge(ctx, cfg, br, "ingest", afterRequests(br.httpAddr), cfg.Conns, 0)
+	ingRes, cpu, err := loadServer(ctx, cfg, br, "ingest", afterRequests(br.httpAddr), cfg.Conns, 0)
 	_, peak := br.rss()
 	sub.close()
 	br.stop()
@@ -201,6 +203,7 @@ func ingest(ctx context.Context, cfg config, dir string, rep *report, baseRes lo
 	rep.load("ingest", "after-callbacks, embedded log, 1 acking group", ingRes)
 	rep.metric("ingest", "ratio to baseline", ratio, "x", ">= 0.6", ratio >= 0.6)
 	rep.metric("ingest", "bridge CPU per request", us(cpu), "µs", "", true)
+	rep.metric("ingest", "generator and subscriber CPU per request", us(ingRes.selfCPUPerRequest()), "µs", "", true)
 	rep.metric("memory", "RSS idle", mb(idle), "MB", "<= 40", mb(idle) <= 40)
 	rep.metric("memory", "RSS peak during ingest", mb(peak), "MB", "", true)
 	return nil
@@ -226,9 +229,9 @@ func fanOuts(ctx context.Context, cfg config, dataDir func(string) string, rep *
 	return nil
 }
 
-// loadBridge is warmAndLoad against a bridge; it also returns the bridge's CPU time (user and
-// system) per measured request.
-func loadBridge(ctx context.Context, cfg config, br *server, name string, reqs []request, conns int, rate float64) (loadResult, time.Duration, error) {
+// loadServer is warmAndLoad against a server process; it also returns the server's CPU time (user
+// and system) per measured request.
+func loadServer(ctx context.Context, cfg config, br *server, name string, reqs []request, conns int, rate float64) (loadResult, time.Duration, error) {
 	if cfg.Warmup > 0 {
 		if _, err := load(ctx, br.httpAddr, reqs, conns, rate, cfg.Warmup, 0); err != nil {
 			return loadResult{}, 0, err
@@ -297,7 +300,7 @@ func beforeRequests(addr string) []request {
 func verdictRoundTrip(ctx context.Context, cfg config, dir string) (res loadResult, cpu time.Duration, err error) {
 	err = withBridge(cfg, dir, cfg.Pin, 0, verdictDecider, func(br *server, _ *receipts) error {
 		var err error
-		res, cpu, err = loadBridge(ctx, cfg, br, "verdict", beforeRequests(br.httpAddr), cfg.OpenConns, cfg.VerdictRate)
+		res, cpu, err = loadServer(ctx, cfg, br, "verdict", beforeRequests(br.httpAddr), cfg.OpenConns, cfg.VerdictRate)
 		return err
 	})
 	return res, cpu, err
@@ -322,8 +325,7 @@ func verdictFloor(ctx context.Context, cfg config) (res loadResult, cpu time.Dur
 		return res, 0, err
 	}
 	defer sub.close()
-	cfg.Profile = "" // the floor serves no profiles
-	return loadBridge(ctx, cfg, fl, "verdict-floor", beforeRequests(fl.httpAddr), cfg.OpenConns, cfg.VerdictRate)
+	return loadServer(ctx, cfg, fl, "verdict-floor", beforeRequests(fl.httpAddr), cfg.OpenConns, cfg.VerdictRate)
 }
 
 // backlogDrain stores cfg.Backlog events with no subscriber, then times one group draining them.
@@ -393,7 +395,7 @@ func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscriptio
 // begins now, when --profile asks for them, and returns a func that waits for both and then saves
 // the allocation profile. Files are named after the run, in the --profile directory.
 func profile(cfg config, br *server, name string) (wait func()) {
-	if cfg.Profile == "" {
+	if cfg.Profile == "" || br.debugAddr == "" { // the reference servers serve no profiles
 		return func() {}
 	}
 	if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
