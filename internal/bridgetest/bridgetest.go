@@ -42,12 +42,13 @@ type Options struct {
 
 // Bridge is a running in-process bridge.
 type Bridge struct {
-	URL    string // base URL of the HTTP gateway
-	Events pb.EventServiceClient
-	OpenIM pb.OpenIMCallbackServiceClient
-	Conn   *grpc.ClientConn
-	Server *server.Server
-	Log    *eventlog.Log
+	URL     string       // base URL of the HTTP gateway
+	Handler http.Handler // the gateway itself, for calls without a connection
+	Events  pb.EventServiceClient
+	OpenIM  pb.OpenIMCallbackServiceClient
+	Conn    *grpc.ClientConn
+	Server  *server.Server
+	Log     *eventlog.Log
 	// Close stops the bridge (it also stops when the test ends).
 	Close func()
 }
@@ -87,12 +88,13 @@ func Start(t testing.TB, opts Options) *Bridge {
 		t.Fatalf("grpc client: %v", err)
 	}
 	b := &Bridge{
-		URL:    hs.URL,
-		Events: pb.NewEventServiceClient(conn),
-		OpenIM: pb.NewOpenIMCallbackServiceClient(conn),
-		Conn:   conn,
-		Server: srv,
-		Log:    log,
+		URL:     hs.URL,
+		Handler: gw,
+		Events:  pb.NewEventServiceClient(conn),
+		OpenIM:  pb.NewOpenIMCallbackServiceClient(conn),
+		Conn:    conn,
+		Server:  srv,
+		Log:     log,
 	}
 	b.Close = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
