@@ -231,19 +231,19 @@ func fanOuts(ctx context.Context, cfg config, dataDir func(string) string, rep *
 
 // loadServer is warmAndLoad against a server process; it also returns the server's CPU time (user
 // and system) per measured request.
-func loadServer(ctx context.Context, cfg config, br *server, name string, reqs []request, conns int, rate float64) (loadResult, time.Duration, error) {
+func loadServer(ctx context.Context, cfg config, srv *server, name string, reqs []request, conns int, rate float64) (loadResult, time.Duration, error) {
 	if cfg.Warmup > 0 {
-		if _, err := load(ctx, br.httpAddr, reqs, conns, rate, cfg.Warmup, 0); err != nil {
+		if _, err := load(ctx, srv.httpAddr, reqs, conns, rate, cfg.Warmup, 0); err != nil {
 			return loadResult{}, 0, err
 		}
 	}
-	defer profile(cfg, br, name)()
-	before := br.cpuTime()
-	res, err := load(ctx, br.httpAddr, reqs, conns, rate, cfg.Duration, 0)
+	defer profile(cfg, srv, name)()
+	before := srv.cpuTime()
+	res, err := load(ctx, srv.httpAddr, reqs, conns, rate, cfg.Duration, 0)
 	if err != nil || res.Requests == 0 {
 		return res, 0, err
 	}
-	return res, (br.cpuTime() - before) / time.Duration(res.Requests), nil
+	return res, (srv.cpuTime() - before) / time.Duration(res.Requests), nil
 }
 
 // warmAndLoad runs an unmeasured warm-up, then the measured load.
@@ -394,8 +394,8 @@ func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscriptio
 // profile starts fetching the bridge's CPU profile and execution trace for the measured run that
 // begins now, when --profile asks for them, and returns a func that waits for both and then saves
 // the allocation profile. Files are named after the run, in the --profile directory.
-func profile(cfg config, br *server, name string) (wait func()) {
-	if cfg.Profile == "" || br.debugAddr == "" { // the reference servers serve no profiles
+func profile(cfg config, srv *server, name string) (wait func()) {
+	if cfg.Profile == "" || srv.debugAddr == "" { // the reference servers serve no profiles
 		return func() {}
 	}
 	if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
@@ -404,7 +404,7 @@ func profile(cfg config, br *server, name string) (wait func()) {
 	}
 	secs := max(1, int(cfg.Duration.Seconds()))
 	fetch := func(path, file string) {
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", br.debugAddr, path))
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", srv.debugAddr, path))
 		if err == nil {
 			var b []byte
 			b, err = io.ReadAll(resp.Body)
