@@ -140,11 +140,19 @@ func load(ctx context.Context, addr string, reqs []request, conns int, rate floa
 		cs[i] = c
 	}
 	cpu0 := selfCPU()
+	var res loadResult
 	if rate > 0 {
-		res := openLoop(ctx, cs, reqs, rate, dur)
-		res.SelfCPU = selfCPU() - cpu0
-		return res, nil
+		res = openLoop(ctx, cs, reqs, rate, dur)
+	} else {
+		res = closedLoop(ctx, cs, reqs, dur, limit)
 	}
+	res.SelfCPU = selfCPU() - cpu0
+	return res, nil
+}
+
+// closedLoop sends each connection's next request as soon as its last one is answered, until dur
+// has passed or, with limit > 0, limit requests have been sent.
+func closedLoop(ctx context.Context, cs []*conn, reqs []request, dur time.Duration, limit int) loadResult {
 	var (
 		next atomic.Int64
 		res  results
@@ -171,9 +179,7 @@ func load(ctx context.Context, addr string, reqs []request, conns int, rate floa
 		}()
 	}
 	wg.Wait()
-	out := res.result(time.Since(start))
-	out.SelfCPU = selfCPU() - cpu0
-	return out, nil
+	return res.result(time.Since(start))
 }
 
 // selfCPU is this process's CPU time so far, user and system.
