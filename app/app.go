@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,9 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -95,15 +99,26 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
-	srv, err := server.New(server.Options{Log: log, Policies: policies, Logger: logger})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := server.New(server.Options{Log: log, Policies: policies, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
+	}
+	// Every body accepted must be storable: the event log's message limit bounds the body limit.
+	maxBody := cmp.Or(cfg.MaxBodyBytes, gateway.DefaultMaxBodyBytes)
+	// net/http reads up to 4 KiB past MaxHeaderBytes.
+	if fit := srv.MaxBodyBytes(gateway.MaxHeaderBytes + 4<<10); maxBody > fit {
+		logger.Warn("body limit lowered to what the event log can store: raise the NATS server's max_payload (4MB) to accept larger bodies",
+			"max_body_bytes", fit, "asked", maxBody, "log_max_message_bytes", log.MaxMessageBytes())
+		maxBody = fit
 	}
 	gw, err := gateway.New(ctx, gateway.Options{
 		OpenIM:          srv.OpenIM(),
 		Tencent:         srv.Tencent(),
 		Ready:           srv.Ready,
-		MaxBodyBytes:    cfg.MaxBodyBytes,
+		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		MaxBodyBytes:    maxBody,
 		TencentSdkAppID: cfg.TencentSdkAppID,
 		TencentToken:    cfg.TencentToken,
 		Logger:          logger,
@@ -131,6 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 	hsrv := &http.Server{
 		Handler:           gw,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    gateway.MaxHeaderBytes,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}

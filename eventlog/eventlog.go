@@ -25,6 +25,9 @@ const (
 	DefaultMaxAge  = 7 * 24 * time.Hour
 	// SubjectPrefix is the root of every event subject; the stream stores SubjectPrefix + ".>".
 	SubjectPrefix = "imbridge.events"
+	// EmbeddedMaxPayload is the embedded server's message size limit (NATS's default is 1 MiB): the
+	// size of gRPC's default message limit, so that a message the log holds can be delivered whole.
+	EmbeddedMaxPayload = 4 << 20
 )
 
 // ErrClosed is returned by Publish after Close.
@@ -148,6 +151,7 @@ func startEmbedded(opts Options) (*natsserver.Server, error) {
 	}
 	ns, err := natsserver.NewServer(&natsserver.Options{
 		ServerName:             "imbridge-embedded",
+		MaxPayload:             EmbeddedMaxPayload,
 		JetStream:              true,
 		StoreDir:               dir,
 		DontListen:             true, // reachable only through this process's in-process connection
@@ -179,6 +183,9 @@ func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
 	}
 	return ack.Sequence, nil
 }
+
+// MaxMessageBytes is the largest message, headers included, the log takes: the server's max_payload.
+func (l *Log) MaxMessageBytes() int64 { return l.nc.MaxPayload() }
 
 // Conn is the NATS connection, for core request/reply traffic beside the stream.
 func (l *Log) Conn() *nats.Conn { return l.nc }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -42,7 +43,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpSta
 // rpcError is the mux's error handler: a decode error or an error a service returned.
 func (h *Handler) rpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	s := status.Convert(err)
-	h.fail(w, r, vendorOf(r.URL.Path), runtime.HTTPStatusFromCode(s.Code()), s.Message())
+	httpStatus := runtime.HTTPStatusFromCode(s.Code())
+	if s.Code() == codes.ResourceExhausted {
+		httpStatus = http.StatusRequestEntityTooLarge // the callback services' only use of it
+	}
+	h.fail(w, r, vendorOf(r.URL.Path), httpStatus, s.Message())
 }
 
 // routingError is the mux's handler for paths and methods it has no route for.

@@ -25,6 +25,10 @@ import (
 // callbacks carry a message and can be larger.
 const DefaultMaxBodyBytes = 1 << 20
 
+// MaxHeaderBytes bounds a request's line and headers (http.Server.MaxHeaderBytes). IM servers send a
+// few hundred bytes; the bound keeps the request metadata stored with each event small.
+const MaxHeaderBytes = 64 << 10
+
 // Options configures New.
 type Options struct {
 	// OpenIM and Tencent are the callback services, called in-process. Required.
@@ -32,6 +36,8 @@ type Options struct {
 	Tencent pb.TencentCallbackServiceServer
 	// Ready answers GET /readyz: nil when callbacks can be stored. Nil: always ready.
 	Ready func(context.Context) error
+	// Metrics serves GET /metrics (Prometheus). Nil: 404.
+	Metrics http.Handler
 	// MaxBodyBytes caps a callback body; larger ones get 413. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// TencentSdkAppID, when set, must equal every Tencent callback's SdkAppid query parameter.
@@ -45,7 +51,7 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Handler serves the callback routes, /healthz and /readyz.
+// Handler serves the callback routes, /healthz, /readyz and /metrics.
 type Handler struct {
 	opts Options
 	mux  *runtime.ServeMux
@@ -103,6 +109,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "readyz":
 		h.readyz(w, r)
 		return
+	case "metrics":
+		if h.opts.Metrics != nil && rest == "" {
+			h.opts.Metrics.ServeHTTP(w, r)
+			return
+		}
+		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: no metrics here"}`))
 	case "openim":
 		h.callback(w, r, vendorOpenIM, rest, received)
 	case "tencent":

@@ -50,28 +50,4 @@ func eventResponse(event []byte, seq uint64) preEncoded {
 	return preEncoded{mem.SliceBuffer(head), mem.SliceBuffer(event), mem.SliceBuffer(seqField)}
 }
 
-// eventID reads Event.id (field 1) from an encoded event; "" if there is none.
-func eventID(event []byte) string {
-	for len(event) > 0 {
-		num, typ, n := protowire.ConsumeTag(event)
-		if n < 0 {
-			return ""
-		}
-		event = event[n:]
-		if num == 1 && typ == protowire.BytesType {
-			id, n := protowire.ConsumeBytes(event)
-			if n < 0 {
-				return ""
-			}
-			return string(id)
-		}
-		n = protowire.ConsumeFieldValue(num, typ, event)
-		if n < 0 {
-			return ""
-		}
-		event = event[n:]
-	}
-	return ""
-}
-
 const inboundWindow = 1 << 20

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"github.com/imbridge/imbridge/eventlog"
@@ -21,11 +22,15 @@ func openLog(tb testing.TB) *eventlog.Log {
 // twoRouters are the verdict routers of two bridge instances sharing log's connection.
 func twoRouters(tb testing.TB, log *eventlog.Log) (here, there *verdictRouter) {
 	tb.Helper()
-	here, err := newVerdictRouter(log.Conn())
+	m, err := newMetrics(nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	there, err = newVerdictRouter(log.Conn())
+	here, err = newVerdictRouter(log.Conn(), m, slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	there, err = newVerdictRouter(log.Conn(), m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
 	}

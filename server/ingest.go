@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +19,9 @@ import (
 // decider groups must answer, publishes, then waits for them (see waiter.wait). With no decider
 // connected, the failure policy answers at once.
 func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+	if err := checkCommand(ev.Command); err != nil {
+		return nil, err
+	}
 	pol := s.policies.forCommand(ev.Command)
 	var groups []string
 	if pol.waits(ev.Phase) {
@@ -33,7 +35,11 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		defer s.verdicts.unregister(ev.Id)
 		msg.Header = nats.Header{verdictToHeader: []string{s.verdicts.subject(ev.Id)}}
 	}
-	buf := bufpool.Get(proto.Size(ev))
+	size := proto.Size(ev)
+	if size > s.maxEventBytes {
+		return nil, errTooLarge(size, s.maxEventBytes)
+	}
+	buf := bufpool.Get(size)
 	defer bufpool.Put(buf)
 	data, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(*buf, ev)
 	if err != nil {
@@ -42,7 +48,8 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
 	if err := s.committer.store(ctx, msg); err != nil {
-		return nil, status.Error(codes.Unavailable, fmt.Sprintf("store event: %v", err))
+		s.logger.Warn("event not stored", "event", ev.Id, "command", ev.Command, "subject", msg.Subject, "err", err)
+		return nil, errLogUnavailable
 	}
 	switch {
 	case !pol.waits(ev.Phase):

@@ -28,9 +28,11 @@ const (
 
 // committer stores events in the log.
 type committer struct {
-	log   *eventlog.Log
-	queue chan *pendingEvent
-	wg    sync.WaitGroup
+	log *eventlog.Log
+	// maxRecordBytes bounds the events of a record together; a larger event is stored alone.
+	maxRecordBytes int
+	queue          chan *pendingEvent
+	wg             sync.WaitGroup
 
 	mu     sync.RWMutex
 	closed bool // queue is closed; guarded by mu
@@ -42,8 +44,8 @@ type pendingEvent struct {
 	done chan error
 }
 
-func newCommitter(log *eventlog.Log) *committer {
-	c := &committer{log: log, queue: make(chan *pendingEvent, 4096)}
+func newCommitter(log *eventlog.Log, maxMessageBytes int) *committer {
+	c := &committer{log: log, maxRecordBytes: min(maxRecordBytes, maxMessageBytes), queue: make(chan *pendingEvent, 4096)}
 	for range committers {
 		c.wg.Add(1)
 		go c.run()
@@ -121,11 +123,11 @@ func (c *committer) commit(batch []*pendingEvent) {
 		first := batch[0]
 		group := []*pendingEvent{first}
 		rest := batch[:0:0]
-		size := len(first.msg.Data)
+		size := len(first.msg.Data) + recordFraming
 		for _, p := range batch[1:] {
-			if p.msg.Subject == first.msg.Subject && size+len(p.msg.Data) <= maxRecordBytes {
+			if p.msg.Subject == first.msg.Subject && size+len(p.msg.Data)+recordFraming <= c.maxRecordBytes {
 				group = append(group, p)
-				size += len(p.msg.Data)
+				size += len(p.msg.Data) + recordFraming
 			} else {
 				rest = append(rest, p)
 			}
@@ -138,7 +140,7 @@ func (c *committer) commit(batch []*pendingEvent) {
 func (c *committer) write(group []*pendingEvent, size int) {
 	msg := group[0].msg
 	if len(group) > 1 {
-		buf := bufpool.Get(size + len(group)*4)
+		buf := bufpool.Get(size)
 		defer bufpool.Put(buf)
 		for _, p := range group {
 			*buf = appendRecordEvent(*buf, p.msg.Data)

@@ -17,7 +17,7 @@ func TestCommitterClose(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	log := openLog(t)
-	c := newCommitter(log)
+	c := newCommitter(log, maxRecordBytes)
 	msg := func() *nats.Msg { return &nats.Msg{Subject: eventlog.SubjectPrefix + ".test", Data: []byte("e")} }
 	errs := make(chan error, 50)
 	for range 50 {
@@ -40,7 +40,7 @@ func TestCommitterClose(t *testing.T) {
 func BenchmarkCommitterStore(b *testing.B) {
 	ctx := context.Background()
 	log := openLog(b)
-	c := newCommitter(log)
+	c := newCommitter(log, maxRecordBytes)
 	defer c.close()
 	data := bytes.Repeat([]byte("e"), 400)
 	b.SetParallelism(16) // callbacks in flight per core, as under load

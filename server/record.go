@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"strconv"
 
@@ -15,8 +16,13 @@ import (
 // per-message work (parse, store, write, acknowledgement, delivery) for all but one of them.
 const recordEventsHeader = "Imbridge-Events"
 
-// maxRecordBytes keeps a record well under NATS's default 1 MiB message limit.
-const maxRecordBytes = 256 << 10
+// maxRecordBytes keeps a record well under NATS's default 1 MiB message limit (and under the log's
+// limit when that is lower: see committer). recordFraming is the most an event's framing in a record
+// takes: a tag and a length.
+const (
+	maxRecordBytes = 256 << 10
+	recordFraming  = 1 + binary.MaxVarintLen32
+)
 
 // appendRecordEvent adds one encoded Event to a record's payload.
 func appendRecordEvent(b, event []byte) []byte {
@@ -26,14 +32,17 @@ func appendRecordEvent(b, event []byte) []byte {
 
 var errBadRecord = errors.New("malformed event record")
 
-// recordEvents returns the encoded events a log message holds.
+// recordEvents returns the encoded events a log message holds. The message is outside input (see
+// validate.go): the count in its header is believed only as far as the payload can hold that many
+// events (each takes at least two bytes, a tag and a length), so no header makes it allocate more
+// than the message itself.
 func recordEvents(hdr nats.Header, data []byte) ([][]byte, error) {
 	n := hdr.Get(recordEventsHeader)
 	if n == "" {
 		return [][]byte{data}, nil
 	}
 	want, err := strconv.Atoi(n)
-	if err != nil || want < 1 {
+	if err != nil || want < 1 || want > len(data)/2 {
 		return nil, errBadRecord
 	}
 	out := make([][]byte, 0, want)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/imbridge/imbridge/eventlog"
@@ -24,6 +25,20 @@ const (
 	DefaultMaxInFlight = 256
 )
 
+// An event is stored as one message of the event log and delivered as one gRPC message. gRPC
+// clients refuse a message over 4 MiB unless told otherwise, so no event is stored that is larger,
+// whatever the log would take.
+const (
+	// MaxDeliveredEventBytes is gRPC's default message limit less room for the SubscribeResponse
+	// around the event.
+	MaxDeliveredEventBytes = 4<<20 - 1<<10
+	// logHeaderRoom is kept free in a log message for its NATS headers (verdict subject, record count).
+	logHeaderRoom = 1 << 10
+	// eventFixedRoom bounds what an event holds besides its body, decoded fields and request
+	// metadata: id, times, enums, command, field tags.
+	eventFixedRoom = 1 << 10
+)
+
 // Options configures New.
 type Options struct {
 	// Log is the event log. Required.
@@ -32,6 +47,8 @@ type Options struct {
 	Policies *Policies
 	// Logger for subscriber and verdict events. Default slog.Default().
 	Logger *slog.Logger
+	// Registerer takes the server's Prometheus metrics. Nil: they are not exported.
+	Registerer prometheus.Registerer
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -44,6 +61,9 @@ type Server struct {
 	verdicts  *verdictRouter
 	deciders  *deciders
 	committer *committer
+	metrics   *metrics
+	// maxEventBytes is the largest encoded event stored: one log message, one gRPC message.
+	maxEventBytes int
 
 	groupsMu     sync.Mutex     // serializes joining groups, so that settings are checked and set at once
 	groupMembers map[string]int // members connected here, by group; guarded by groupsMu
@@ -70,22 +90,38 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
-	router, err := newVerdictRouter(opts.Log.Conn())
+	mets, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	router, err := newVerdictRouter(opts.Log.Conn(), mets, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("verdict subscription: %w", err)
 	}
 	s := &Server{
-		log:       opts.Log,
-		policies:  pols,
-		logger:    opts.Logger,
-		verdicts:  router,
-		deciders:  newDeciders(),
-		committer: newCommitter(opts.Log),
+		log:      opts.Log,
+		policies: pols,
+		logger:   opts.Logger,
+		verdicts: router,
+		deciders: newDeciders(),
+		metrics:  mets,
+
+		maxEventBytes: int(min(opts.Log.MaxMessageBytes()-logHeaderRoom, MaxDeliveredEventBytes)),
 
 		groupMembers: map[string]int{},
 	}
+	s.committer = newCommitter(opts.Log, s.maxEventBytes)
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	return s, nil
+}
+
+// MaxBodyBytes is the largest callback body whose event is sure to fit in the event log, for
+// requests whose line and headers take at most headerBytes (the request metadata comes from them).
+// An event holds the body as received, its decoded fields (no longer than the body when its strings
+// are valid UTF-8; invalid bytes become the 3-byte U+FFFD) and the metadata. A callback whose event
+// is larger all the same is refused before anything is stored (ResourceExhausted).
+func (s *Server) MaxBodyBytes(headerBytes int64) int64 {
+	return max(0, (int64(s.maxEventBytes)-headerBytes-eventFixedRoom)/2)
 }
 
 // Register adds the callback services and the EventService to a gRPC server.

@@ -159,8 +159,8 @@ type member struct {
 type record struct {
 	msg      *nats.Msg // the latest delivery
 	seq      uint64
-	unacked  map[string]bool // guarded by member.mu
-	progress time.Time       // last InProgress; guarded by member.mu
+	unacked  map[string]int // each event not acked yet: its index in the record; guarded by member.mu
+	progress time.Time      // last InProgress; guarded by member.mu
 }
 
 // tail sends a live tail's events; nothing is acked.
@@ -177,9 +177,9 @@ func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) e
 		if md, err := msg.Metadata(); err == nil {
 			seq = md.Sequence.Stream
 		}
-		evs, err := m.events(msg.Headers(), msg.Data(), seq)
-		if err != nil {
-			m.undecodable(msg.Subject(), err)
+		evs, bad, err := m.events(msg.Headers(), msg.Data(), seq)
+		if err != nil || bad > 0 {
+			m.unreadable(msg.Subject(), seq, bad, err)
 		}
 		for _, ev := range evs {
 			if err := m.stream.SendMsg(ev.response); err != nil {
@@ -352,28 +352,39 @@ func nak(msg *nats.Msg) {
 
 // handle delivers the events of one fetched log message. A record delivered again to this member
 // (its ack wait passed) keeps what was acked already: only the rest is sent again.
+//
+// The message is outside input (validate.go). One that is not a record is terminated, so the log
+// never delivers it again; events of a record that cannot be read are left out and the others
+// delivered. An event whose id is already held by this member (a copy: ids are unique) is delivered
+// once, so that one ack settles it.
 func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	if ctx.Err() != nil {
 		_ = msg.Nak()
 		return nil
 	}
-	var seq uint64
+	var seq, delivered uint64
 	if md, err := msg.Metadata(); err == nil {
-		seq = md.Sequence.Stream
+		seq, delivered = md.Sequence.Stream, md.NumDelivered
 	}
-	evs, err := m.events(msg.Header, msg.Data, seq)
-	if err != nil {
-		m.undecodable(msg.Subject, err)
-		_ = msg.Term() // delivering it again would not help
+	evs, bad, err := m.events(msg.Header, msg.Data, seq)
+	if (err != nil || bad > 0) && delivered <= 1 {
+		m.unreadable(msg.Subject, seq, bad, err)
+	}
+	if err != nil || len(evs) == 0 && bad > 0 {
+		term(msg, "imbridge: unreadable record")
 		return nil
 	}
 	m.mu.Lock()
 	m.recordSize = 0.8*m.recordSize + 0.2*float64(max(len(evs), 1))
 	rec := m.records[seq]
 	if rec == nil {
-		rec = &record{seq: seq, unacked: make(map[string]bool, len(evs))}
-		for _, ev := range evs {
-			rec.unacked[ev.id] = true
+		rec = &record{seq: seq, unacked: make(map[string]int, len(evs))}
+		for i, ev := range evs {
+			if _, held := m.pending[ev.id]; held {
+				m.s.metrics.rejected.WithLabelValues(rejectDuplicate).Inc()
+				continue
+			}
+			rec.unacked[ev.id] = i
 			m.pending[ev.id] = rec
 		}
 		if len(rec.unacked) > 0 {
@@ -382,14 +393,14 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	}
 	rec.msg = msg
 	send := evs[:0]
-	for _, ev := range evs {
-		if rec.unacked[ev.id] {
+	for i, ev := range evs {
+		if j, ok := rec.unacked[ev.id]; ok && j == i {
 			send = append(send, ev)
 		}
 	}
 	readOnly := m.readOnly
 	m.mu.Unlock()
-	if len(rec.unacked) == 0 {
+	if len(send) == 0 {
 		_ = msg.Ack() // nothing this group wants: the subject filter is coarse
 		return nil
 	}
@@ -404,6 +415,12 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	return nil
 }
 
+// term tells the log never to deliver msg to this group again; the reason goes into the log's
+// MSG_TERMINATED advisory.
+func term(msg *nats.Msg, reason string) {
+	_ = msg.Respond([]byte("+TERM " + reason))
+}
+
 // outgoing is one event to send.
 type outgoing struct {
 	id       string
@@ -411,36 +428,47 @@ type outgoing struct {
 }
 
 // events returns the events of a log message (its header, payload and stream sequence) this member
-// wants, ready to send.
-func (m *member) events(hdr nats.Header, data []byte, seq uint64) ([]outgoing, error) {
+// wants, ready to send, and how many of its events could not be read. An error means the message
+// is not a record at all.
+func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoing, bad int, err error) {
 	raw, err := recordEvents(hdr, data)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := make([]outgoing, 0, len(raw))
+	out = make([]outgoing, 0, len(raw))
 	for _, b := range raw {
+		id, ok := checkEvent(b)
+		if !ok {
+			bad++
+			continue
+		}
 		if m.exact {
-			id := eventID(b)
-			if id == "" {
-				return nil, errBadRecord
-			}
 			out = append(out, outgoing{id: id, response: eventResponse(b, seq)})
 			continue
 		}
 		ev := new(pb.Event)
 		if err := proto.Unmarshal(b, ev); err != nil {
-			return nil, err
+			bad++ // not expected: checkEvent accepts what Unmarshal accepts
+			continue
 		}
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
-			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
+			out = append(out, outgoing{id: id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
 		}
 	}
-	return out, nil
+	return out, bad, nil
 }
 
-func (m *member) undecodable(subject string, err error) {
-	m.s.logger.Error("undecodable record in the log: not delivered", "subject", subject, "err", err)
+// unreadable reports a log message this member could not deliver whole: err when it is not a record,
+// else the number of its events left out.
+func (m *member) unreadable(subject string, seq uint64, bad int, err error) {
+	if err != nil {
+		m.s.metrics.rejected.WithLabelValues(rejectRecord).Inc()
+		m.s.logger.Error("unreadable record in the event log: not delivered", "group", m.sub.Group, "seq", seq, "subject", subject, "err", err)
+		return
+	}
+	m.s.metrics.rejected.WithLabelValues(rejectEvent).Add(float64(bad))
+	m.s.logger.Error("unreadable events in an event log record: not delivered", "group", m.sub.Group, "seq", seq, "subject", subject, "events", bad)
 }
 
 // waitFree blocks until the member has a free slot and returns how many it has; 0 when ctx ends.
@@ -507,7 +535,10 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 	for _, st := range out {
 		// Events waiting for a verdict are stored alone, so the header is theirs.
 		if to := st.msg.Header.Get(verdictToHeader); to != "" && m.sub.Decide {
-			if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
+			if !verdictSubjectOf(to, st.id) {
+				m.s.metrics.rejected.WithLabelValues(rejectVerdictTo).Inc()
+				m.s.logger.Warn("event names a verdict subject that is not a bridge's: verdict not sent", "event", st.id, "to", to)
+			} else if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
 				m.s.logger.Warn("verdict not sent", "event", st.id, "err", err)
 			}
 		}

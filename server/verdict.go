@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -33,7 +34,9 @@ var (
 
 // verdictRouter hands verdicts arriving over NATS to the callbacks waiting for them.
 type verdictRouter struct {
-	prefix string // verdictPrefix.<instance>.
+	prefix  string // verdictPrefix.<instance>.
+	metrics *metrics
+	logger  *slog.Logger
 
 	mu      sync.Mutex
 	waiters map[string]*waiter // by event id; guarded by mu
@@ -45,9 +48,11 @@ type waiter struct {
 	ch      chan *pb.Verdict // buffered for every awaited group: the router never blocks
 }
 
-func newVerdictRouter(nc *nats.Conn) (*verdictRouter, error) {
+func newVerdictRouter(nc *nats.Conn, m *metrics, logger *slog.Logger) (*verdictRouter, error) {
 	r := &verdictRouter{
 		prefix:  verdictPrefix + "." + nuid.Next() + ".",
+		metrics: m,
+		logger:  logger,
 		waiters: map[string]*waiter{},
 	}
 	// The subscription lasts as long as the connection: verdicts are taken until the log closes.
@@ -77,13 +82,30 @@ func (r *verdictRouter) unregister(eventID string) {
 	r.mu.Unlock()
 }
 
-// deliver takes a verdict that came over NATS.
+// deliver takes a verdict that came over NATS. Only bridges can publish on the verdict subjects
+// (README, Security: NATS permissions); what does not decode is dropped and counted all the same.
+// Its callback is answered at the deadline.
 func (r *verdictRouter) deliver(m *nats.Msg) {
 	v := new(pb.Verdict)
 	if err := proto.Unmarshal(m.Data, v); err != nil {
-		return // not from a bridge
+		r.metrics.rejected.WithLabelValues(rejectVerdict).Inc()
+		r.logger.Warn("unreadable verdict from NATS: dropped", "subject", m.Subject, "err", err)
+		return
 	}
 	r.settle(strings.TrimPrefix(m.Subject, r.prefix), m.Header.Get(groupHeader), v)
+}
+
+// verdictSubjectOf checks the verdict subject a stored event names (its verdictToHeader): a bridge
+// instance's verdictPrefix.<instance>.<event id>. The header is outside input like the rest of the
+// event: publishing a verdict wherever it pointed would let whoever can write to the log have the
+// bridge publish on any subject the bridge may publish on.
+func verdictSubjectOf(to, eventID string) bool {
+	rest, ok := strings.CutPrefix(to, verdictPrefix+".")
+	if !ok {
+		return false
+	}
+	instance, ok := strings.CutSuffix(rest, "."+eventID)
+	return ok && instance != "" && eventID != "" && !strings.ContainsAny(instance, ".*> \t\r\n") && !strings.ContainsAny(eventID, ".*> \t\r\n")
 }
 
 // send routes group's verdict on an event to the instance waiting for it: this one directly, any

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -49,6 +50,7 @@ type Bridge struct {
 	Conn    *grpc.ClientConn
 	Server  *server.Server
 	Log     *eventlog.Log
+	Metrics *prometheus.Registry // the server's metrics
 	// Close stops the bridge (it also stops when the test ends).
 	Close func()
 }
@@ -65,7 +67,8 @@ func Start(t testing.TB, opts Options) *Bridge {
 	if err != nil {
 		t.Fatalf("open event log: %v", err)
 	}
-	srv, err := server.New(server.Options{Log: log, Policies: opts.Policies, Logger: logger})
+	reg := prometheus.NewRegistry()
+	srv, err := server.New(server.Options{Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
@@ -95,6 +98,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 		Conn:    conn,
 		Server:  srv,
 		Log:     log,
+		Metrics: reg,
 	}
 	b.Close = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/imbridge/imbridge/examples"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+// storedEvents are events as the bridge stores them, from the example callbacks.
+func storedEvents(tb testing.TB) [][]byte {
+	tb.Helper()
+	name := "new"
+	var out [][]byte
+	for _, n := range examples.Names() {
+		ex := examples.Must(n)
+		ev := &pb.Event{Id: "v2UQ7tnCOHkskC8pIL8xbl", Sequence: 7, Command: ex.Command, Source: pb.Source_SOURCE_OPENIM,
+			Phase: pb.Phase_PHASE_AFTER, Kind: pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED, RawBody: ex.Body,
+			ReceivedTime: timestamppb.Now(), DecideBy: timestamppb.Now(),
+			Metadata: &pb.RequestMetadata{OperationId: "op1", RemoteAddr: "127.0.0.1:3456"},
+			Payload: &pb.Event_GroupInfoChanged{GroupInfoChanged: &pb.GroupInfoChanged{GroupId: "G001", Name: &name,
+				UserDefinedData: []*pb.KeyValue{{Key: "k", Value: "v"}}}}}
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// unmarshalsToDeliver is checkEvent's specification: protobuf-go decodes the bytes as an Event, the
+// id is set and protojson can print the timestamps.
+func unmarshalsToDeliver(b []byte) (string, bool) {
+	var ev pb.Event
+	if proto.Unmarshal(b, &ev) != nil || ev.Id == "" {
+		return "", false
+	}
+	for _, ts := range []*timestamppb.Timestamp{ev.ReceivedTime, ev.DecideBy} {
+		if ts != nil && ts.CheckValid() != nil {
+			return "", false
+		}
+	}
+	return ev.Id, true
+}
+
+func TestCheckEvent(t *testing.T) {
+	t.Parallel()
+	good := storedEvents(t)[0]
+	field := func(num protowire.Number, v []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	badTime := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(maxTimestampSeconds+1))
+	for _, tt := range []struct {
+		name   string
+		b      []byte
+		wantID string
+	}{
+		{"stored event", good, "v2UQ7tnCOHkskC8pIL8xbl"},
+		{"unknown fields", append(append([]byte{}, good...), field(99, []byte{0xff})...), "v2UQ7tnCOHkskC8pIL8xbl"},
+		{"id sent twice: the last wins", append(append([]byte{}, good...), field(1, []byte("second"))...), "second"},
+		{"no id", field(5, []byte("callbackAfterQuitGroupCommand")), ""},
+		{"empty", nil, ""},
+		{"truncated", good[:len(good)-1], ""},
+		{"invalid UTF-8 in command", append(append([]byte{}, good...), field(5, []byte{0xff})...), ""},
+		{"invalid UTF-8 deep in the payload", append(append([]byte{}, good...), field(20, field(12, field(2, []byte{0xc0})))...), ""},
+		{"timestamp out of range", append(append([]byte{}, good...), field(3, badTime)...), ""},
+		{"wrong wire type on a known field is unknown", append(append([]byte{}, good...), 0x2d, 1, 2, 3, 4), "v2UQ7tnCOHkskC8pIL8xbl"},
+		{"field number zero", []byte{0x02, 0x00}, ""},
+		{"not protobuf at all", []byte("{\"id\":\"x\"}"), ""},
+	} {
+		id, ok := checkEvent(tt.b)
+		if id != tt.wantID || ok != (tt.wantID != "") {
+			t.Errorf("%s: checkEvent = %q, %v; want %q", tt.name, id, ok, tt.wantID)
+		}
+		if sid, sok := unmarshalsToDeliver(tt.b); sid != id || sok != ok {
+			t.Errorf("%s: checkEvent = %q, %v; decoding says %q, %v", tt.name, id, ok, sid, sok)
+		}
+	}
+}
+
+// FuzzCheckEvent: checkEvent accepts exactly the bytes a subscriber can decode and print, and reads
+// the id the subscriber reads.
+func FuzzCheckEvent(f *testing.F) {
+	for _, b := range storedEvents(f) {
+		f.Add(b)
+	}
+	f.Add([]byte{0x0a, 0x01, 'x', 0x1a, 0x02, 0x08, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		id, ok := checkEvent(b)
+		wantID, wantOK := unmarshalsToDeliver(b)
+		if id != wantID || ok != wantOK {
+			t.Fatalf("%x: checkEvent = %q, %v; decoding says %q, %v", b, id, ok, wantID, wantOK)
+		}
+	})
+}
+
+func TestVerdictSubjectOf(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		to, id string
+		want   bool
+	}{
+		{"imbridge.verdicts.Zq3Yq7ln8Rj2.ev1", "ev1", true},
+		{"imbridge.verdicts.Zq3Yq7ln8Rj2.ev2", "ev1", false},
+		{"imbridge.verdicts..ev1", "ev1", false},
+		{"imbridge.verdicts.a.b.ev1", "ev1", false},
+		{"imbridge.verdicts.*.ev1", "ev1", false},
+		{"imbridge.verdicts.>", "", false},
+		{"$JS.API.STREAM.DELETE.IMBRIDGE_EVENTS", "ev1", false},
+		{"imbridge.events.openim.after.raw.x", "x", false},
+		{"imbridge.verdicts.i.ev.1", "ev.1", false},
+	} {
+		if got := verdictSubjectOf(tt.to, tt.id); got != tt.want {
+			t.Errorf("verdictSubjectOf(%q, %q) = %v; want %v", tt.to, tt.id, got, tt.want)
+		}
+	}
+}
+
+func TestCheckCommand(t *testing.T) {
+	t.Parallel()
+	long := make([]byte, MaxCommandBytes+1)
+	for i := range long {
+		long[i] = 'a'
+	}
+	for _, tt := range []struct {
+		cmd  string
+		want bool
+	}{
+		{"callbackAfterQuitGroupCommand", true},
+		{"Group.CallbackAfterMemberExit", true},
+		{"x-y_z", true},
+		{string(long[:MaxCommandBytes]), true},
+		{string(long), false},
+		{"a b", false},
+		{"a*", false},
+		{"a>", false},
+		{"caf\u00e9", false},
+	} {
+		if err := checkCommand(tt.cmd); (err == nil) != tt.want {
+			t.Errorf("checkCommand(%.20q) = %v; want ok %v", tt.cmd, err, tt.want)
+		}
+	}
+}
