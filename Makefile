@@ -32,12 +32,16 @@ bench: build
 	go build -o bin/imbridge-bench ./cmd/imbridge-bench
 	./bin/imbridge-bench --bridge $(BIN) $(BENCHFLAGS)
 
-## fuzz: run each fuzz target for FUZZTIME (default 30s).
+## fuzz: run every fuzz target of every package for FUZZTIME each (default 30s; CI runs 10s).
+## A crasher is written under the package's testdata/fuzz: commit it, it is a regression seed.
 FUZZTIME ?= 30s
 fuzz:
-	go test ./internal/wirejson -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
-	go test ./e2e -run '^$$' -fuzz FuzzCallback -fuzztime $(FUZZTIME)
-	go test ./server -run '^$$' -fuzz FuzzRecordEvents -fuzztime $(FUZZTIME)
+	@set -e; for pkg in $$(go list ./...); do \
+	  for target in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$target ($(FUZZTIME))"; \
+	    go test $$pkg -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2

@@ -77,7 +77,25 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		opts.Logger = slog.Default()
 	}
 	l := &Log{opts: opts}
-	connOpts := []nats.Option{nats.Name("imbridge")}
+	logger := opts.Logger.With("component", "nats")
+	connOpts := []nats.Option{
+		nats.Name("imbridge"),
+		// Asynchronous errors are the only word of a permission the bridge lacks (an ack refused, a
+		// verdict not delivered) or of a subscriber the connection could not keep up with.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				logger.Error("nats error", "subject", sub.Subject, "err", err)
+			} else {
+				logger.Error("nats error", "err", err)
+			}
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: closed by this process
+				logger.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
 	url := opts.URL
 	if url == "" {
 		ns, err := startEmbedded(opts)

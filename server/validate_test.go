@@ -3,6 +3,7 @@ package server
 import (
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -145,4 +146,28 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("checkCommand(%.20q) = %v; want ok %v", tt.cmd, err, tt.want)
 		}
 	}
+}
+
+// FuzzGroupSettings: a group's settings are read back from its consumer's metadata, which any client
+// with the JetStream API can write. Whatever it holds, reading it does not panic, and what is read is
+// what a member asking for those settings would store.
+func FuzzGroupSettings(f *testing.F) {
+	for _, sub := range []*pb.Subscription{
+		{Group: "g"},
+		{Group: "d", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}, GroupIds: []string{"G1"}}},
+	} {
+		cfg := groupConfig(sub)
+		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide])
+	}
+	f.Add("////", "true")
+	f.Fuzz(func(t *testing.T, filter, decide string) {
+		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: map[string]string{metaFilter: filter, metaDecide: decide}})
+		if err != nil {
+			return
+		}
+		again, err := settingsOf(groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide}))
+		if err != nil || !sameSettings(again, have) {
+			t.Fatalf("settings %v stored again read back as %v, %v", have, again, err)
+		}
+	})
 }

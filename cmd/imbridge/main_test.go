@@ -195,7 +195,7 @@ func TestSurvivesHardKill(t *testing.T) {
 func TestServeHealth(t *testing.T) {
 	t.Parallel()
 	p := startServe(t, t.TempDir())
-	for _, path := range []string{"/healthz", "/readyz"} {
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		resp, err := http.Get("http://" + p.httpAddr + path)
 		if err != nil {
 			t.Fatal(err)
@@ -204,6 +204,9 @@ func TestServeHealth(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+		if path == "/metrics" && !strings.Contains(string(body), "imbridge_nats_rejected_total") {
+			t.Errorf("GET /metrics: no imbridge_nats_rejected_total in\n%.500s", body)
 		}
 	}
 	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/internal/bridgetest"
+)
+
+// postBody posts a body to a running bridge and returns the status and answer.
+func postBody(t *testing.T, url string, body []byte) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(out)
+}
+
+// sizedBody is an OpenIM message callback body of exactly n bytes.
+func sizedBody(n int) []byte {
+	head := `{"callbackCommand":"callbackAfterSendGroupMsgCommand","groupID":"G1","content":"`
+	return []byte(head + strings.Repeat("x", n-len(head)-2) + `"}`)
+}
+
+var maxBodyRE = regexp.MustCompile(`body limit lowered.* max_body_bytes=(\d+)`)
+
+// TestBodyLimitFollowsTheLog: on a NATS server with its default 1 MiB max_payload, a 540 KB body was
+// accepted, then answered 503 "maximum payload exceeded" (the event holds the body and its decoded
+// fields). Now the bridge lowers its body limit to what the log can store and says so at startup;
+// such a body gets 413, and the largest body accepted reaches a subscriber byte for byte.
+func TestBodyLimitFollowsTheLog(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir(), "--nats-url", bridgetest.ExternalNATS(t))
+	m := maxBodyRE.FindStringSubmatch(p.logText())
+	if m == nil {
+		t.Fatalf("no startup line saying the body limit was lowered\n%s", p.logText())
+	}
+	limit, _ := strconv.Atoi(m[1])
+	if limit < 400<<10 || limit >= 540_000 {
+		t.Fatalf("body limit %d; want the most a 1 MiB message can store, over 400 KiB", limit)
+	}
+	url := "http://" + p.httpAddr + "/openim/callbackAfterSendGroupMsgCommand"
+	stream := subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "big"})
+
+	status, answer := postBody(t, url, sizedBody(540_000))
+	if status != http.StatusRequestEntityTooLarge || !strings.Contains(answer, `"errCode":413`) {
+		t.Errorf("540 KB body: %d %s; want 413 in OpenIM's format", status, answer)
+	}
+	largest := sizedBody(limit)
+	if status, answer := postBody(t, url, largest); status != http.StatusOK {
+		t.Fatalf("largest body: %d %s; want 200", status, answer)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetEvent().GetRawBody(); !bytes.Equal(got, largest) {
+		t.Errorf("subscriber got a body of %d bytes; want the %d bytes posted", len(got), len(largest))
+	}
+}

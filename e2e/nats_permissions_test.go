@@ -1,0 +1,142 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/internal/bridgetest"
+)
+
+// natsFromDeployConfig runs a NATS server from deploy/nats as shipped (only its address and store
+// directory changed) and returns its host:port.
+func natsFromDeployConfig(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"nats-server.conf", "imbridge-permissions.conf"} {
+		b, err := os.ReadFile(filepath.Join("..", "deploy", "nats", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts, err := natsserver.ProcessConfigFile(filepath.Join(dir, "nats-server.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.StoreDir, opts.NoSigs, opts.NoLog = "127.0.0.1", -1, t.TempDir(), true, true
+	ns, err := natsserver.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(bridgetest.Timeout) {
+		t.Fatal("nats not ready")
+	}
+	return ns.Addr().String()
+}
+
+// TestNATSPermissions: the NATS configuration the README gives (deploy/nats) lets the bridge do all
+// it does, and keeps other clients from writing events or verdicts.
+func TestNATSPermissions(t *testing.T) {
+	t.Setenv("IMBRIDGE_NATS_PASSWORD", "bridge-secret")
+	t.Setenv("APP_NATS_PASSWORD", "app-secret")
+	addr := natsFromDeployConfig(t)
+	bridgeURL := "nats://imbridge:bridge-secret@" + addr
+
+	// The bridge itself: stream, callbacks, a group member that acks, a live tail, a decider.
+	b := bridgetest.Start(t, bridgetest.Options{NATSURL: bridgeURL})
+	member := b.Subscribe(t, &pb.Subscription{Group: "audit"})
+	tail := b.Subscribe(t, &pb.Subscription{})
+	dec := b.Subscribe(t, &pb.Subscription{Group: "mod", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}}})
+	postQuit(t, b, "G1")
+	ev := member.Next()
+	member.Ack(ev.Id)
+	if got := tail.Next(); got.Id != ev.Id {
+		t.Errorf("tail got %s; want %s", got.Id, ev.Id)
+	}
+	ch := postAsync(t, b, beforeEx, []byte(`{"groupID":"G2","groupName":"x"}`))
+	dec.Decide(dec.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
+	if a := waitAnswer(t, ch); a.status != http.StatusOK || !strings.Contains(a.body, `"nextCode":1`) {
+		t.Errorf("before-callback answered %d %s; want the refusal", a.status, a.body)
+	}
+
+	// What the bridge does that the test above does not show deterministically: an ack the log
+	// confirms, and verdicts between instances over NATS.
+	nc, err := nats.Connect(bridgeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.CreateConsumer(t.Context(), b.Log.Stream(), jetstream.ConsumerConfig{Durable: "check", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("create consumer as the bridge: %v", err)
+	}
+	batch, err := c.Fetch(1)
+	if err != nil {
+		t.Fatalf("pull as the bridge: %v", err)
+	}
+	for msg := range batch.Messages() {
+		if err := msg.DoubleAck(t.Context()); err != nil {
+			t.Errorf("ack as the bridge: %v", err)
+		}
+	}
+	verdicts, err := nc.SubscribeSync("imbridge.verdicts.instance.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish("imbridge.verdicts.instance.ev1", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verdicts.NextMsg(bridgetest.Timeout); err != nil {
+		t.Errorf("verdict between bridges: %v", err)
+	}
+
+	// Another client (account APP) publishes an event and a verdict on the bridge's subjects: they
+	// reach neither the stream nor the instance listening.
+	app, err := nats.Connect("nats://app:app-secret@" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	stored := streamMsgs(t, b)
+	for _, subject := range []string{quitSubject, "imbridge.verdicts.instance.forged"} {
+		if err := app.Publish(subject, []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.Flush(); err != nil { // the server has routed both publishes
+		t.Fatal(err)
+	}
+	if err := nc.Publish("imbridge.verdicts.instance.marker", nil); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := verdicts.NextMsg(bridgetest.Timeout); err != nil || msg.Subject != "imbridge.verdicts.instance.marker" {
+		t.Errorf("bridge's next verdict message: %v, %v; want the marker, not the other account's", msgSubject(msg), err)
+	}
+	if now := streamMsgs(t, b); now != stored {
+		t.Errorf("stream holds %d messages after the other account's publish; want %d", now, stored)
+	}
+}
+
+func msgSubject(m *nats.Msg) string {
+	if m == nil {
+		return "<none>"
+	}
+	return fmt.Sprintf("%s %q", m.Subject, m.Data)
+}
