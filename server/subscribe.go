@@ -362,10 +362,15 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		_ = msg.Nak()
 		return nil
 	}
-	var seq, delivered uint64
-	if md, err := msg.Metadata(); err == nil {
-		seq, delivered = md.Sequence.Stream, md.NumDelivered
+	md, err := msg.Metadata()
+	if err != nil {
+		// Not from the log (its reply subject is no JetStream ack subject): nothing to deliver, and
+		// nowhere to ack. Only a client that may publish on the bridge's inboxes could send it.
+		m.s.metrics.rejected.WithLabelValues(rejectRecord).Inc()
+		m.s.logger.Warn("message on a group's pull subscription that is not from the event log: ignored", "group", m.sub.Group, "subject", msg.Subject)
+		return nil
 	}
+	seq, delivered := md.Sequence.Stream, md.NumDelivered
 	evs, bad, err := m.events(msg.Header, msg.Data, seq)
 	if (err != nil || bad > 0) && delivered <= 1 {
 		m.unreadable(msg.Subject, seq, bad, err)

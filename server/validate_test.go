@@ -1,9 +1,12 @@
 package server
 
 import (
+	"log/slog"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -170,4 +173,28 @@ func FuzzGroupSettings(f *testing.F) {
 			t.Fatalf("settings %v stored again read back as %v, %v", have, again, err)
 		}
 	})
+}
+
+// TestPulledMessageNotFromTheLog: a message on a member's pull subscription whose reply subject is no
+// JetStream ack subject is ignored (a forged one would otherwise be acked to wherever it points).
+func TestPulledMessageNotFromTheLog(t *testing.T) {
+	t.Parallel()
+	mets, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{
+		s:   &Server{metrics: mets, logger: slog.New(slog.DiscardHandler)},
+		sub: &pb.Subscription{Group: "g"}, pending: map[string]*record{}, records: map[uint64]*record{},
+	}
+	msg := &nats.Msg{Subject: "_INBOX.x", Reply: "imbridge.events.openim.after.raw.injected", Data: storedEvents(t)[0]}
+	if err := m.handle(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.pending) != 0 {
+		t.Errorf("member holds %d events; want none", len(m.pending))
+	}
+	if got := testutil.ToFloat64(mets.rejected.WithLabelValues(rejectRecord)); got != 1 {
+		t.Errorf("rejected{record} = %v; want 1", got)
+	}
 }
