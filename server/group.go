@@ -46,6 +46,13 @@ func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subsc
 	return settings, leave, nil
 }
 
+// Members is how many members of group are connected to this bridge instance.
+func (s *Server) Members(group string) int {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	return s.groupMembers[group]
+}
+
 func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (*pb.Subscription, error) {
 	js, streamName := s.log.JetStream(), s.log.Stream()
 	want := groupConfig(sub)
@@ -70,7 +77,11 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 		sub.AckWait = have.AckWait // unset: the group's
 	}
 	if sameSettings(have, sub) {
-		return have, nil
+		// The member's own fields (group, max_in_flight; start, which an existing group ignores)
+		// with the group's settings as stored.
+		joined := proto.CloneOf(sub)
+		joined.Filter, joined.Decide, joined.AckWait = have.Filter, have.Decide, have.AckWait
+		return joined, nil
 	}
 	if inUse {
 		return nil, status.Errorf(codes.FailedPrecondition,

@@ -259,3 +259,16 @@ func ExternalNATS(t testing.TB) string {
 	}
 	return ns.ClientURL()
 }
+
+// WaitFor polls cond until it holds, for state the bridge changes in the background with nothing to
+// wait on (a member counted out after its client has gone). It fails the test after Timeout.
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, Timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
