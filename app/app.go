@@ -84,6 +84,18 @@ func Run(ctx context.Context, cfg Config) error {
 		policies = p
 	}
 
+	// The ports first: a process that cannot serve must not touch the event log's store.
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	defer httpLis.Close() // the servers close them too; this covers a failure before they start
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	defer grpcLis.Close()
+
 	log, err := eventlog.Open(ctx, eventlog.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, SyncAlways: cfg.SyncAlways, Logger: logger,
 	})
@@ -125,16 +137,6 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	if err != nil {
 		return err
-	}
-
-	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http listen: %w", err)
-	}
-	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
-	if err != nil {
-		httpLis.Close()
-		return fmt.Errorf("grpc listen: %w", err)
 	}
 
 	gs := grpc.NewServer(server.GRPCServerOptions()...)

@@ -157,12 +157,13 @@ func TestBeforeCallbackNoDecider(t *testing.T) {
 	}
 }
 
-// TestBeforeSetGroupInfoEchoes: the non-Ex before callback's allow answer carries the group fields.
+// TestBeforeSetGroupInfoEchoes: the non-Ex before callback's allow answer carries the group fields,
+// and null for ex and the settings, which OpenIM would otherwise copy back over the change.
 func TestBeforeSetGroupInfoEchoes(t *testing.T) {
 	t.Parallel()
 	b := bridgetest.Start(t, bridgetest.Options{})
 	status, out := b.Post(t, http.MethodPost, "/openim/callbackBeforeSetGroupInfoCommand", nil, examples.Must("openim-before-set-group-info").Body)
-	want := `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,"groupID":"G003","groupName":"Proposed name","notification":"","introduction":"Hello","faceURL":"","ex":"","needVerification":0,"lookMemberInfo":0,"applyMemberFriend":0}`
+	want := `{"actionCode":0,"errCode":0,"errMsg":"","errDlt":"","nextCode":0,"groupID":"G003","groupName":"Proposed name","notification":"","introduction":"Hello","faceURL":"","ex":null,"needVerification":null,"lookMemberInfo":null,"applyMemberFriend":null}`
 	if status != http.StatusOK || string(out) != want {
 		t.Errorf("answer %d %s\nwant %s", status, out, want)
 	}

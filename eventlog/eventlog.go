@@ -55,6 +55,7 @@ type Options struct {
 // Log is an open event log.
 type Log struct {
 	opts   Options
+	lock   *os.File           // the data dir's lock, held while the embedded server runs; nil with an external server
 	ns     *natsserver.Server // nil with an external server
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -98,8 +99,14 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	url := opts.URL
 	if url == "" {
+		lock, err := lockDataDir(opts.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		l.lock = lock
 		ns, err := startEmbedded(opts)
 		if err != nil {
+			l.unlock()
 			return nil, err
 		}
 		l.ns = ns
@@ -162,9 +169,6 @@ func orUnlimited(n int64) int64 {
 func startEmbedded(opts Options) (*natsserver.Server, error) {
 	dir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	ns, err := natsserver.NewServer(&natsserver.Options{
@@ -235,6 +239,7 @@ func (l *Log) Close(ctx context.Context) error {
 	go func() {
 		l.ns.Shutdown()
 		l.ns.WaitForShutdown()
+		l.unlock() // only once the store is closed
 		close(done)
 	}()
 	select {
@@ -257,6 +262,7 @@ func (l *Log) shutdownServer() {
 		l.ns.Shutdown()
 		l.ns.WaitForShutdown()
 	}
+	l.unlock()
 }
 
 // natsLogger routes the embedded server's log lines to slog.

@@ -81,11 +81,11 @@ func (o openimService) BeforeSetGroupInfoEx(ctx context.Context, req *pb.OpenIMS
 	if err != nil {
 		return nil, err
 	}
-	return exAnswer(openimAnswer(v), applied(gi, v)), nil
+	return exAnswer(openimAnswer(v), applied(gi, replacements(v))), nil
 }
 
 func (o openimService) AfterSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMCallbackResponse, error) {
-	v, _, err := o.setGroupInfo(ctx, openimAfterSetGroupInfo, req.GetOperationId(), req, plainGroupInfo(req))
+	v, _, err := o.setGroupInfo(ctx, openimAfterSetGroupInfo, req.GetOperationId(), req, plainGroupInfo(req, false))
 	if err != nil {
 		return nil, err
 	}
@@ -96,11 +96,11 @@ func (o openimService) AfterSetGroupInfo(ctx context.Context, req *pb.OpenIMSetG
 // and introduction of the answer over the change unconditionally ("" keeps the current value), and
 // ex and the int settings when not null.
 func (o openimService) BeforeSetGroupInfo(ctx context.Context, req *pb.OpenIMSetGroupInfoRequest) (*pb.OpenIMSetGroupInfoResponse, error) {
-	v, gi, err := o.setGroupInfo(ctx, openimBeforeSetGroupInfo, req.GetOperationId(), req, plainGroupInfo(req))
+	v, gi, err := o.setGroupInfo(ctx, openimBeforeSetGroupInfo, req.GetOperationId(), req, plainGroupInfo(req, true))
 	if err != nil {
 		return nil, err
 	}
-	return plainAnswer(openimAnswer(v), applied(gi, v)), nil
+	return plainAnswer(openimAnswer(v), gi, replacements(v)), nil
 }
 
 // exAnswer is the before-set-group-info-ex answer: a with every group field of gi (unset ones null).
@@ -119,20 +119,28 @@ func exAnswer(a *pb.OpenIMCallbackResponse, gi *pb.GroupInfoChanged) *pb.OpenIMS
 	}
 }
 
-// plainAnswer is the before-set-group-info answer: a with gi's group fields ("" for unchanged
-// strings, null for unchanged ex and settings).
-func plainAnswer(a *pb.OpenIMCallbackResponse, gi *pb.GroupInfoChanged) *pb.OpenIMSetGroupInfoResponse {
+// plainAnswer is the before-set-group-info answer to the change gi, with a decider's replacements
+// (nil: none). The server copies the answer's groupID, groupName, faceURL and introduction over
+// the change whatever they are ("" keeps the group's current value), so those echo the change with
+// the replacements applied. It copies ex and the three settings whenever they are not null, and its
+// request sends "" and 0 for the ones the user did not touch: so they are null unless replaced, and
+// the request's values (the user's change) stand.
+func plainAnswer(a *pb.OpenIMCallbackResponse, gi, repl *pb.GroupInfoChanged) *pb.OpenIMSetGroupInfoResponse {
+	out := applied(gi, repl)
+	if repl == nil {
+		repl = &pb.GroupInfoChanged{}
+	}
 	return &pb.OpenIMSetGroupInfoResponse{
 		ActionCode: a.ActionCode, ErrCode: a.ErrCode, ErrMsg: a.ErrMsg, ErrDlt: a.ErrDlt, NextCode: a.NextCode,
 		GroupId:           gi.GroupId,
-		GroupName:         gi.GetName(),
+		GroupName:         out.GetName(),
 		Notification:      gi.GetNotification(),
-		Introduction:      gi.GetIntroduction(),
-		FaceUrl:           gi.GetFaceUrl(),
-		Ex:                gi.Ex,
-		NeedVerification:  gi.NeedVerification,
-		LookMemberInfo:    gi.LookMemberInfo,
-		ApplyMemberFriend: gi.ApplyMemberFriend,
+		Introduction:      out.GetIntroduction(),
+		FaceUrl:           out.GetFaceUrl(),
+		Ex:                repl.Ex,
+		NeedVerification:  repl.NeedVerification,
+		LookMemberInfo:    repl.LookMemberInfo,
+		ApplyMemberFriend: repl.ApplyMemberFriend,
 	}
 }
 
@@ -155,9 +163,9 @@ func OpenIMErrorAnswer(command string, body []byte, code int32, msg string) prot
 	case openimBeforeSetGroupInfo:
 		var req pb.OpenIMSetGroupInfoRequest
 		if wirejson.Unmarshal(body, &req) != nil || req.GroupId == "" {
-			return plainAnswer(refusal, &pb.GroupInfoChanged{})
+			return plainAnswer(refusal, &pb.GroupInfoChanged{}, nil)
 		}
-		return plainAnswer(failed, plainGroupInfo(&req))
+		return plainAnswer(failed, plainGroupInfo(&req, true), nil)
 	}
 	return failed
 }
@@ -178,9 +186,12 @@ func exGroupInfo(req *pb.OpenIMSetGroupInfoExRequest) *pb.GroupInfoChanged {
 }
 
 // plainGroupInfo: in the old API the string fields are always sent and "" means "not changed", so
-// only non-empty ones are set on the event.
-func plainGroupInfo(req *pb.OpenIMSetGroupInfoRequest) *pb.GroupInfoChanged {
-	return &pb.GroupInfoChanged{
+// only non-empty ones are set on the event. The after-callback sends ex and the settings only when
+// changed (null otherwise), like the Ex API. The before-callback sends them always, "" and 0 for
+// the ones not changed: there, "" and 0 read as not changed (allZero), so a change to "" or 0 does
+// not show on that route (GroupInfoChanged says so).
+func plainGroupInfo(req *pb.OpenIMSetGroupInfoRequest, allZero bool) *pb.GroupInfoChanged {
+	gi := &pb.GroupInfoChanged{
 		GroupId:           req.GetGroupId(),
 		Name:              nonEmpty(req.GetGroupName()),
 		Notification:      nonEmpty(req.GetNotification()),
@@ -191,6 +202,13 @@ func plainGroupInfo(req *pb.OpenIMSetGroupInfoRequest) *pb.GroupInfoChanged {
 		LookMemberInfo:    req.LookMemberInfo,
 		ApplyMemberFriend: req.ApplyMemberFriend,
 	}
+	if allZero {
+		gi.Ex = nonEmpty(req.GetEx())
+		gi.NeedVerification = nonZero(req.GetNeedVerification())
+		gi.LookMemberInfo = nonZero(req.GetLookMemberInfo())
+		gi.ApplyMemberFriend = nonZero(req.GetApplyMemberFriend())
+	}
+	return gi
 }
 
 // setGroupInfo stores a set-group-info callback and returns its verdict and canonical payload.
@@ -205,15 +223,23 @@ func (o openimService) setGroupInfo(ctx context.Context, cmd, operationID string
 	return v, gi, err
 }
 
-// applied is the change the IM server should apply: the request's, with an allowing verdict's
-// replacement fields on top. The group id is never replaced.
-func applied(gi *pb.GroupInfoChanged, v *pb.Verdict) *pb.GroupInfoChanged {
-	r := v.GetGroupInfo()
-	if r == nil || refused(v) {
+// replacements are the fields an allowing verdict replaces; nil for none (and for a refusal).
+func replacements(v *pb.Verdict) *pb.GroupInfoChanged {
+	if refused(v) {
+		return nil
+	}
+	return v.GetGroupInfo()
+}
+
+// applied is the change the IM server should apply: the request's, with the replacement fields
+// (nil: none) on top. Verdicts that would replace what cannot be are refused when they arrive
+// (checkVerdict), and the group id is kept here all the same.
+func applied(gi, repl *pb.GroupInfoChanged) *pb.GroupInfoChanged {
+	if repl == nil {
 		return gi
 	}
 	out := proto.Clone(gi).(*pb.GroupInfoChanged)
-	proto.Merge(out, r)
+	proto.Merge(out, repl)
 	out.GroupId = gi.GroupId
 	return out
 }
@@ -266,6 +292,13 @@ func openimAnswer(v *pb.Verdict) *pb.OpenIMCallbackResponse {
 		code = openimRefuseCode
 	}
 	return &pb.OpenIMCallbackResponse{ErrCode: code, ErrMsg: v.GetMessage(), ErrDlt: v.GetDetail(), NextCode: 1}
+}
+
+func nonZero(n int32) *int32 {
+	if n == 0 {
+		return nil
+	}
+	return &n
 }
 
 func nonEmpty(s string) *string {

@@ -86,10 +86,10 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	recvDone := make(chan error, 1)
 	go func() {
 		err := m.receive(ctx)
+		recvDone <- err // before cancel: the handler, woken by it, returns this error
 		if err != nil {
 			cancel()
 		}
-		recvDone <- err
 	}()
 	if next != nil {
 		err = m.tail(ctx, next)
@@ -582,6 +582,9 @@ func (m *member) receive(ctx context.Context) error {
 				m.ack(nil, more...)
 			}
 		case *pb.SubscribeRequest_Verdict:
+			if err := m.checkVerdict(r.Verdict); err != nil {
+				return err
+			}
 			m.ack(r.Verdict.GetVerdict(), r.Verdict.GetEventId())
 		case *pb.SubscribeRequest_Subscription:
 			return status.Error(codes.InvalidArgument, "subscription already set")

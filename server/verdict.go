@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,8 +11,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imbridge/imbridge/eventlog"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -186,3 +190,49 @@ func failureVerdict(f FailurePolicy, msg string) *pb.Verdict {
 }
 
 func refused(v *pb.Verdict) bool { return v.GetDecision() == pb.Decision_DECISION_REFUSE }
+
+// checkVerdict refuses (InvalidArgument, ending the subscriber's stream) a verdict that would not do
+// what it says, so that its decider does not believe it took effect: an unknown decision, or
+// replacement fields the IM server would not apply. The event stays unacked: it is delivered again,
+// and its callback is answered by the other deciders or the failure policy. A verdict for an event
+// this member does not hold is ignored, as its ack would be.
+func (m *member) checkVerdict(r *pb.VerdictReply) error {
+	v := r.GetVerdict()
+	if !defined(v.GetDecision()) {
+		return status.Errorf(codes.InvalidArgument, "verdict for event %s: decision %d: want DECISION_ALLOW or DECISION_REFUSE", r.GetEventId(), v.GetDecision())
+	}
+	gi := v.GetGroupInfo()
+	if gi == nil {
+		return nil
+	}
+	m.mu.Lock()
+	rec := m.pending[r.GetEventId()]
+	m.mu.Unlock()
+	if rec == nil {
+		return nil
+	}
+	if err := replaceable(gi, refused(v), rec.msg.Subject); err != nil {
+		return status.Errorf(codes.InvalidArgument, "verdict for event %s: %v", r.GetEventId(), err)
+	}
+	return nil
+}
+
+// replaceable says why replacement fields gi cannot take effect on the event stored under subject.
+// Only OpenIM's two before-set-group-info callbacks take replacements (openim.go), and OpenIM copies
+// back neither the group id nor the notification (protocol/openim.md).
+func replaceable(gi *pb.GroupInfoChanged, refusal bool, subject string) error {
+	switch {
+	case refusal:
+		return errors.New("group_info: replacement fields go with an allow; a refusal changes nothing")
+	case !strings.HasPrefix(subject, eventlog.SubjectPrefix+".openim.") ||
+		!strings.HasSuffix(subject, "."+openimBeforeSetGroupInfo) && !strings.HasSuffix(subject, "."+openimBeforeSetGroupInfoEx):
+		return errors.New("group_info: only OpenIM's before-set-group-info callbacks take replacement fields")
+	case gi.GroupId != "":
+		return errors.New("group_info.group_id: the group id cannot be replaced")
+	case gi.Notification != nil:
+		return errors.New("group_info.notification: OpenIM never applies a replaced notification (it copies no notification back from the answer)")
+	case gi.GroupType != "", gi.OperatorUserId != nil, len(gi.UserDefinedData) > 0:
+		return errors.New("group_info: only name, introduction, face_url, ex and the three settings can be replaced")
+	}
+	return nil
+}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net/http"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,5 +71,33 @@ func TestBodyLimitFollowsTheLog(t *testing.T) {
 	}
 	if got := resp.GetEvent().GetRawBody(); !bytes.Equal(got, largest) {
 		t.Errorf("subscriber got a body of %d bytes; want the %d bytes posted", len(got), len(largest))
+	}
+}
+
+// TestOneProcessPerDataDir: a second `imbridge serve` on a data dir in use exits at once, non-zero,
+// naming the dir and the first one's pid, before it touches the store; the first keeps serving.
+// Before the lock, both answered OK, both wrote the same sequences, and a restart lost events.
+func TestOneProcessPerDataDir(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first := startServe(t, dir)
+	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
+	defer cancel()
+	second := exec.CommandContext(ctx, binary(t), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir)
+	out, err := second.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 || ctx.Err() != nil {
+		t.Fatalf("second process: %v; want a non-zero exit\n%s", err, out)
+	}
+	pid := strconv.Itoa(first.cmd.Process.Pid)
+	if !strings.Contains(string(out), dir) || !strings.Contains(string(out), "process "+pid) {
+		t.Errorf("second process said %q; want the data dir %s and pid %s", out, dir, pid)
+	}
+	if strings.Contains(string(out), "rebuild") {
+		t.Errorf("second process touched the store: %s", out)
+	}
+	var answer bytes.Buffer
+	if err := send(t.Context(), []string{"--url", "http://" + first.httpAddr, "openim-after-quit-group"}, &answer); err != nil || !strings.Contains(answer.String(), `"actionCode":0`) {
+		t.Errorf("first process after the second's attempt: %v %s; want OK", err, answer.String())
 	}
 }

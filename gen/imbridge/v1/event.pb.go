@@ -568,6 +568,11 @@ func (x *KeyValue) GetValue() string {
 
 // GroupInfoChanged reports a change of a group's profile. Only the changed fields are set: an unset
 // field was not changed, a field set to "" was changed to empty.
+//
+// One exception, OpenIM's callbackBeforeSetGroupInfoCommand (the plain, non-Ex route): OpenIM sends
+// every field there, "" and 0 for those the user did not change, so "" and 0 read as "not changed"
+// and are left unset; a change to "" or 0 does not show on that route. (The Ex route and both after
+// routes send null for what did not change, and tell the two apart.)
 type GroupInfoChanged struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Group whose profile changed.

@@ -509,7 +509,8 @@ func (x *VerdictReply) GetVerdict() *Verdict {
 // Verdict is the answer to a before-callback. Several deciders: any refusal refuses.
 type Verdict struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Allow or refuse.
+	// Allow or refuse. A value that is neither (nor unspecified, read as allow) ends the decider's
+	// stream with INVALID_ARGUMENT.
 	Decision Decision `protobuf:"varint,1,opt,name=decision,proto3,enum=imbridge.v1.Decision" json:"decision,omitempty"`
 	// Error code shown to the client on refusal (OpenIM errCode; Tencent ErrorCode, 1 or 10100-10200).
 	// 0 on refusal means the vendor's generic refusal code.
@@ -518,8 +519,11 @@ type Verdict struct {
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// Error detail (OpenIM errDlt).
 	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
-	// On allow, replacement values for a before-set-group-info callback: each set field replaces the
-	// requested one (the group id cannot be replaced).
+	// On allow, replacement values for OpenIM's two before-set-group-info callbacks: each set field
+	// replaces the requested one. name, introduction, face_url, ex and the three settings can be
+	// replaced. OpenIM never applies a replaced notification and the group id is not part of the
+	// change: a verdict setting those, or replacements on a refusal or on another callback, ends the
+	// decider's stream with INVALID_ARGUMENT naming the field, and the event is delivered again.
 	GroupInfo     *GroupInfoChanged `protobuf:"bytes,5,opt,name=group_info,json=groupInfo,proto3" json:"group_info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
