@@ -81,6 +81,10 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
+		for _, cmd := range p.UnknownCommands() {
+			logger.Warn("policy for a command no IM server is known to send: if it is a typo, that command takes the default policy",
+				"command", cmd, "file", cfg.PoliciesFile)
+		}
 		policies = p
 	}
 

@@ -307,3 +307,36 @@ func TestLogUnavailableAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestFieldTypes: a number where a string is expected is taken as its text; a boolean, an object (but
+// OpenIM's documented {"value": x}) or an array is 400 naming the field and what was wrong. Before,
+// {"GroupId":true} was stored as "true" and {"groupID":{"a":1}} was "missing field groupID".
+func TestFieldTypes(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	tail := b.Subscribe(t, &pb.Subscription{})
+	if status, out := b.Post(t, http.MethodPost, "/openim/callbackAfterQuitGroupCommand", nil, []byte(`{"groupID":5,"userID":"u"}`)); status != http.StatusOK {
+		t.Fatalf("number for groupID: %d %s; want 200", status, out)
+	}
+	if ev := tail.Next(); ev.GetMemberQuit().GetGroupId() != "5" {
+		t.Errorf("group id %q; want \"5\"", ev.GetMemberQuit().GetGroupId())
+	}
+	for _, tt := range []struct {
+		path, body, want string
+	}{
+		{"/openim/callbackAfterQuitGroupCommand", `{"groupID":true}`, "groupID: want string, got bool"},
+		{"/openim/callbackAfterQuitGroupCommand", `{"groupID":{"a":1}}`, `groupID: want string, got an object without \"value\"`},
+		{"/openim/callbackAfterKickGroupCommand", `{"groupID":"G1","kickedUserIDs":"u1"}`, "kickedUserIDs: want array, got string"},
+		{"/tencent?CallbackCommand=Group.CallbackAfterMemberExit", `{"GroupId":true}`, "GroupId: want string, got bool"},
+	} {
+		status, out := b.Post(t, http.MethodPost, tt.path, nil, []byte(tt.body))
+		if strings.HasPrefix(tt.path, "/tencent") {
+			assertTencentError(t, status, out, http.StatusBadRequest)
+		} else {
+			assertOpenIMError(t, status, out, http.StatusBadRequest)
+		}
+		if !strings.Contains(string(out), tt.want) {
+			t.Errorf("%s %s: answer %s; want it to say %q", tt.path, tt.body, out, tt.want)
+		}
+	}
+}

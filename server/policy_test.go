@@ -79,3 +79,31 @@ func TestLoadPoliciesErrors(t *testing.T) {
 		t.Errorf("empty file: %v; want defaults", err)
 	}
 }
+
+// TestUnknownCommands: a policy for a command no IM server sends (a typo) is reported, so that the
+// command does not silently take the default policy.
+func TestUnknownCommands(t *testing.T) {
+	t.Parallel()
+	p, err := LoadPolicies(writeFile(t, `
+commands:
+  callbackBeforeSetGroupInfoExCommand: {deadline: 3s}
+  Group.CallbackBeforeApplyJoinGroup: {deadline: 1500ms}
+  callbackBeforeSetGroupInfoExComand: {failure_policy: refuse}
+  Group.CallbackBeforeApplyJoin: {deadline: 1s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(p.UnknownCommands(), ",")
+	if want := "Group.CallbackBeforeApplyJoin,callbackBeforeSetGroupInfoExComand"; got != want {
+		t.Errorf("UnknownCommands = %s; want %s", got, want)
+	}
+	if len(openimCommands) != 52 {
+		t.Errorf("%d OpenIM commands; protocol/openim.md lists 52", len(openimCommands))
+	}
+	for _, cmd := range openimCommands {
+		if phase := openimPhase(cmd); strings.HasPrefix(cmd, "callbackAfter") && phase != pb.Phase_PHASE_AFTER {
+			t.Errorf("%s: phase %v", cmd, phase)
+		}
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -99,5 +101,19 @@ func TestOneProcessPerDataDir(t *testing.T) {
 	var answer bytes.Buffer
 	if err := send(t.Context(), []string{"--url", "http://" + first.httpAddr, "openim-after-quit-group"}, &answer); err != nil || !strings.Contains(answer.String(), `"actionCode":0`) {
 		t.Errorf("first process after the second's attempt: %v %s; want OK", err, answer.String())
+	}
+}
+
+// TestPolicyTypoWarned: a policy file naming a command no IM server sends starts, with a warning that
+// names it (it used to be accepted silently, and the real command took the default policy).
+func TestPolicyTypoWarned(t *testing.T) {
+	t.Parallel()
+	policies := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(policies, []byte("commands:\n  callbackBeforeSetGroupInfoExComand: {failure_policy: refuse}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, t.TempDir(), "--config", policies)
+	if log := p.logText(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "command=callbackBeforeSetGroupInfoExComand") {
+		t.Errorf("no warning naming the unknown command in\n%s", log)
 	}
 }

@@ -228,12 +228,9 @@ func (d *decoder) scalar(fd protoreflect.FieldDescriptor, num protowire.Number) 
 		if err := d.literal(word); err != nil {
 			return false, err
 		}
-		switch fd.Kind() {
-		case protoreflect.BoolKind:
+		if fd.Kind() == protoreflect.BoolKind {
 			d.w = appendNumber(d.w, num, protoreflect.BoolKind, protowire.EncodeBool(c == 't'))
-		case protoreflect.StringKind:
-			d.w = protowire.AppendString(protowire.AppendTag(d.w, num, protowire.BytesType), word)
-		default:
+		} else {
 			msg = "want " + want(fd.Kind()) + ", got bool"
 		}
 	default:
@@ -253,13 +250,20 @@ func (d *decoder) scalar(fd protoreflect.FieldDescriptor, num protowire.Number) 
 }
 
 // wrapped transcodes OpenIM's documented {"value": x} form of a scalar: x is the field's value,
-// other keys are ignored, and the last "value" wins.
+// other keys are ignored, and the last "value" wins. That form is a protobuf wrapper (StringValue,
+// Int32Value) as encoding/json writes it, which omits a zero value: {} is "" or 0. An object with
+// keys but no "value" is no such form, and is refused.
 func (d *decoder) wrapped(fd protoreflect.FieldDescriptor, num protowire.Number) (wrote bool, err error) {
+	noValue := &ValueError{Offset: d.pos, Msg: "want " + want(fd.Kind()) + `, got an object without "value"`}
 	empty, err := d.open('}')
-	if empty || err != nil {
+	if err != nil {
 		return false, err
 	}
+	if empty {
+		return true, d.zero(fd, num)
+	}
 	start := len(d.w)
+	sawValue := false
 	for {
 		keyStart := d.pos
 		k, err := d.key()
@@ -268,6 +272,7 @@ func (d *decoder) wrapped(fd protoreflect.FieldDescriptor, num protowire.Number)
 		}
 		if isValueKey(k) {
 			d.w = d.w[:start] // forget an earlier "value"
+			sawValue = true
 			wrote, err = d.scalar(fd, num)
 		} else {
 			err = d.skip()
@@ -276,9 +281,28 @@ func (d *decoder) wrapped(fd protoreflect.FieldDescriptor, num protowire.Number)
 			return false, d.inKey(err, keyStart)
 		}
 		if done, err := d.afterValue('}'); done || err != nil {
+			if err == nil && !sawValue {
+				return false, noValue
+			}
 			return wrote, err
 		}
 	}
+}
+
+// zero writes fd's zero value as field num: what an omitted wrapper value stands for.
+func (d *decoder) zero(fd protoreflect.FieldDescriptor, num protowire.Number) error {
+	switch fd.Kind() {
+	case protoreflect.StringKind, protoreflect.BytesKind:
+		d.w = protowire.AppendBytes(protowire.AppendTag(d.w, num, protowire.BytesType), nil)
+		return nil
+	case protoreflect.BoolKind:
+		d.w = appendNumber(d.w, num, protoreflect.BoolKind, 0)
+		return nil
+	}
+	if msg := d.fromNumber(fd, num, []byte("0")); msg != "" {
+		return &ValueError{Offset: d.pos, Msg: msg}
+	}
+	return nil
 }
 
 // isValueKey reports whether k is "value" ignoring case. ASCII folding is enough: none of the
