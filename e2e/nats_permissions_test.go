@@ -74,15 +74,7 @@ func TestNATSPermissions(t *testing.T) {
 
 	// What the bridge does that the test above does not show deterministically: an ack the log
 	// confirms, and verdicts between instances over NATS.
-	nc, err := nats.Connect(bridgeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natsClient(t, bridgeURL)
 	c, err := js.CreateConsumer(t.Context(), b.Log.Stream(), jetstream.ConsumerConfig{Durable: "check", AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("create consumer as the bridge: %v", err)
@@ -109,11 +101,7 @@ func TestNATSPermissions(t *testing.T) {
 
 	// Another client (account APP) publishes an event and a verdict on the bridge's subjects: they
 	// reach neither the stream nor the instance listening.
-	app, err := nats.Connect("nats://app:app-secret@" + addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+	app, _ := natsClient(t, "nats://app:app-secret@"+addr)
 	stored := streamMsgs(t, b)
 	for _, subject := range []string{quitSubject, "imbridge.verdicts.instance.forged"} {
 		if err := app.Publish(subject, []byte("forged")); err != nil {

@@ -37,6 +37,21 @@ func encodeEvent(t *testing.T, ev *pb.Event) []byte {
 	return b
 }
 
+// natsClient connects to a NATS server as a client of its own, closed when the test ends.
+func natsClient(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
 // waitMessages returns the next n messages of a NATS subscription.
 func waitMessages(t *testing.T, sub *nats.Subscription, n int) []*nats.Msg {
 	t.Helper()
@@ -60,15 +75,7 @@ func TestUnreadableLogMessages(t *testing.T) {
 	t.Parallel()
 	url := bridgetest.ExternalNATS(t)
 	b := bridgetest.Start(t, bridgetest.Options{NATSURL: url})
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natsClient(t, url)
 	terminated, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.IMBRIDGE_EVENTS.*")
 	if err != nil {
 		t.Fatal(err)

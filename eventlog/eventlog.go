@@ -206,8 +206,16 @@ func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
 	return ack.Sequence, nil
 }
 
-// MaxMessageBytes is the largest message, headers included, the log takes: the server's max_payload.
-func (l *Log) MaxMessageBytes() int64 { return l.nc.MaxPayload() }
+// MaxMessageBytes is the largest message, headers included, the log takes: the server's
+// max_payload, or the stream's own max_msg_size where that is lower (a stream set up by an
+// operator may have one).
+func (l *Log) MaxMessageBytes() int64 {
+	n := l.nc.MaxPayload()
+	if m := int64(l.stream.CachedInfo().Config.MaxMsgSize); m > 0 {
+		n = min(n, m)
+	}
+	return n
+}
 
 // Conn is the NATS connection, for core request/reply traffic beside the stream.
 func (l *Log) Conn() *nats.Conn { return l.nc }

@@ -62,7 +62,7 @@ func TestExternalStreamKept(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour, MaxMsgSize: 100_000}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := eventlog.Open(ctx, eventlog.Options{URL: url})
@@ -76,5 +76,22 @@ func TestExternalStreamKept(t *testing.T) {
 	}
 	if got := info.CachedInfo().Config.MaxAge; got != time.Hour {
 		t.Errorf("max age %v after Open; want the operator's 1h", got)
+	}
+	// The stream's own message limit is lower than the server's: it is the log's.
+	if got := l.MaxMessageBytes(); got != 100_000 {
+		t.Errorf("MaxMessageBytes = %d; want the stream's 100000", got)
+	}
+}
+
+// TestEmbeddedMessageLimit: the embedded log takes messages as large as gRPC delivers by default.
+func TestEmbeddedMessageLimit(t *testing.T) {
+	t.Parallel()
+	l, err := eventlog.Open(t.Context(), eventlog.Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	if got := l.MaxMessageBytes(); got != eventlog.EmbeddedMaxPayload {
+		t.Errorf("MaxMessageBytes = %d; want %d", got, eventlog.EmbeddedMaxPayload)
 	}
 }

@@ -88,8 +88,8 @@ var (
 	}
 )
 
-// KnownCommand reports whether cmd is a command name OpenIM or Tencent is known to send.
-func KnownCommand(cmd string) bool {
+// knownCommand reports whether cmd is a command name OpenIM or Tencent is known to send.
+func knownCommand(cmd string) bool {
 	return slices.Contains(openimCommands, cmd) || slices.Contains(tencentCommands, cmd)
 }
 
@@ -101,7 +101,7 @@ func (p *Policies) UnknownCommands() []string {
 	}
 	var out []string
 	for cmd := range p.Commands {
-		if !KnownCommand(cmd) {
+		if !knownCommand(cmd) {
 			out = append(out, cmd)
 		}
 	}

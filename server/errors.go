@@ -22,7 +22,7 @@ func checkCommand(cmd string) error {
 		return status.Errorf(codes.InvalidArgument, "command name of %d bytes: the longest accepted is %d", len(cmd), MaxCommandBytes)
 	}
 	for i := 0; i < len(cmd); i++ {
-		if c := cmd[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if c := cmd[i]; !tokenByte(c) && c != '.' {
 			return status.Errorf(codes.InvalidArgument, "command name %q: only letters, digits, '.', '_' and '-' are accepted", cmd)
 		}
 	}

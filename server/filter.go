@@ -74,13 +74,17 @@ func writeCommandToken(b *strings.Builder, cmd string) {
 		return
 	}
 	for i := 0; i < len(cmd); i++ {
-		c := cmd[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+		if c := cmd[i]; tokenByte(c) {
 			b.WriteByte(c)
 		} else {
 			b.WriteByte('_')
 		}
 	}
+}
+
+// tokenByte reports whether c stands for itself in a command's subject token.
+func tokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // filterSubjects turns a filter into the consumer's subject filter.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -344,11 +345,23 @@ func handBack(msgs <-chan *nats.Msg) {
 	}
 }
 
+// nak hands a pulled record back to the log. Only a record from the log is answered: what arrives
+// on a member's inbox is outside input, and a forged message would have its reply subject answered
+// with the bridge's permissions.
 func nak(msg *nats.Msg) {
-	if _, ok := pullStatus(msg); !ok {
+	if fromLog(msg) {
 		_ = msg.Nak()
 	}
 }
+
+// fromLog reports whether msg is a record the log delivered: its reply subject is a JetStream ack
+// subject (a status message carries none).
+func fromLog(msg *nats.Msg) bool {
+	return strings.HasPrefix(msg.Reply, jsAckPrefix)
+}
+
+// jsAckPrefix starts the reply subject of every record JetStream delivers.
+const jsAckPrefix = "$JS.ACK."
 
 // handle delivers the events of one fetched log message. A record delivered again to this member
 // (its ack wait passed) keeps what was acked already: only the rest is sent again.
@@ -359,11 +372,11 @@ func nak(msg *nats.Msg) {
 // once, so that one ack settles it.
 func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	if ctx.Err() != nil {
-		_ = msg.Nak()
+		nak(msg)
 		return nil
 	}
 	md, err := msg.Metadata()
-	if err != nil {
+	if err != nil || !fromLog(msg) {
 		// Not from the log (its reply subject is no JetStream ack subject): nothing to deliver, and
 		// nowhere to ack. Only a client that may publish on the bridge's inboxes could send it.
 		m.s.metrics.rejected.WithLabelValues(rejectRecord).Inc()
@@ -442,23 +455,23 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 	}
 	out = make([]outgoing, 0, len(raw))
 	for _, b := range raw {
-		id, ok := checkEvent(b)
-		if !ok {
-			bad++
-			continue
-		}
 		if m.exact {
+			id, ok := checkEvent(b)
+			if !ok {
+				bad++
+				continue
+			}
 			out = append(out, outgoing{id: id, response: eventResponse(b, seq)})
 			continue
 		}
 		ev := new(pb.Event)
-		if err := proto.Unmarshal(b, ev); err != nil {
-			bad++ // not expected: checkEvent accepts what Unmarshal accepts
+		if proto.Unmarshal(b, ev) != nil || !deliverable(ev) {
+			bad++
 			continue
 		}
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
-			out = append(out, outgoing{id: id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
+			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
 		}
 	}
 	return out, bad, nil

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -14,11 +15,12 @@ import (
 // (codec.go), so an event the subscriber's protobuf decoder would refuse must not be sent: it would
 // end the subscriber's stream, and the redelivered event would end the next one too.
 //
-// checkEvent accepts exactly what protobuf-go's Unmarshal of an Event accepts (well-formed wire
-// data, valid UTF-8 in string fields, at any depth), plus what a subscriber's JSON printer needs
-// (timestamps in the range protojson formats), and returns the event's id, which must be set. It
-// reads the bytes once without allocating: about a sixth of the cost of decoding the event
-// (FuzzCheckEvent holds it to proto.Unmarshal's answer).
+// Events sent as stored are checked by checkEvent: it accepts exactly what protobuf-go's Unmarshal
+// of an Event accepts (well-formed wire data, valid UTF-8 in string fields, at any depth) and
+// deliverable then passes (an id; timestamps in the range protojson formats, which a subscriber's
+// JSON printer needs), and returns the event's id. It reads the bytes once without allocating:
+// about a sixth of the cost of decoding the event (FuzzCheckEvent holds it to that specification).
+// Events a member decodes anyway (to filter them) are checked by decoding and deliverable.
 
 // wireCheck is what checkEvent needs to know of one message type: for each field number, the field's
 // shape when it is sent length-delimited (the only wire type whose content can be invalid).
@@ -31,7 +33,13 @@ type fieldCheck struct {
 	kind   protoreflect.Kind
 	packed bool       // a repeated scalar: length-delimited means packed values
 	msg    *wireCheck // for a message field
+	// stamp: a singular Timestamp field. Decoders merge the occurrences of a singular message
+	// field, so its seconds and nanos are checked once merged, at the end of the message.
+	stamp bool
 }
+
+// maxStamps bounds the singular Timestamp fields of one message type (Event has two).
+const maxStamps = 4
 
 var eventCheck = newWireCheck((&pb.Event{}).ProtoReflect().Descriptor(), map[protoreflect.FullName]*wireCheck{})
 
@@ -47,19 +55,34 @@ func newWireCheck(md protoreflect.MessageDescriptor, seen map[protoreflect.FullN
 		maxNum = max(maxNum, int(fields.Get(i).Number()))
 	}
 	c.fields = make([]fieldCheck, maxNum+1)
+	stamps := 0
 	for i := range fields.Len() {
 		fd := fields.Get(i)
 		fc := fieldCheck{kind: fd.Kind(), packed: fd.IsList() && isScalar(fd.Kind())}
 		if fd.Kind() == protoreflect.MessageKind {
 			fc.msg = newWireCheck(fd.Message(), seen)
+			if fc.stamp = fc.msg.timestamp && !fd.IsList(); fc.stamp {
+				stamps++
+			}
 		}
 		c.fields[fd.Number()] = fc
+	}
+	if stamps > maxStamps {
+		panic(fmt.Sprintf("%s has %d Timestamp fields; checkEvent takes %d", md.FullName(), stamps, maxStamps))
 	}
 	return c
 }
 
 func isScalar(k protoreflect.Kind) bool {
 	return k != protoreflect.StringKind && k != protoreflect.BytesKind && k != protoreflect.MessageKind && k != protoreflect.GroupKind
+}
+
+// deliverable is the test a decoded event passes to be delivered, and checkEvent's specification:
+// it has an id, and its timestamps are in the range protojson formats.
+func deliverable(ev *pb.Event) bool {
+	return ev.GetId() != "" &&
+		(ev.ReceivedTime == nil || ev.ReceivedTime.CheckValid() == nil) &&
+		(ev.DecideBy == nil || ev.DecideBy.CheckValid() == nil)
 }
 
 // checkEvent returns the id of the encoded Event b, or false if b is not one to deliver. The id is
@@ -80,7 +103,12 @@ func (c *wireCheck) valid(b []byte, depth int, id *[]byte) bool {
 	if depth > maxCheckDepth {
 		return false
 	}
-	var seconds, nanos uint64 // the last value of each, as protobuf decoders keep it
+	if c.timestamp {
+		st, ok := scanTimestamp(b)
+		return ok && st.valid()
+	}
+	var stamps [maxStamps]stamp // the singular Timestamp fields seen, merged
+	nstamps := 0
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 || num > protowire.MaxValidNumber {
@@ -91,53 +119,105 @@ func (c *wireCheck) valid(b []byte, depth int, id *[]byte) bool {
 		if int(num) < len(c.fields) {
 			f = c.fields[num]
 		}
-		if typ == protowire.BytesType && f.kind != 0 {
-			v, n := protowire.ConsumeBytes(b)
+		if typ != protowire.BytesType || f.kind == 0 {
+			// A scalar, a field with an unexpected wire type (kept as unknown by protobuf-go) or
+			// an unknown field: only its framing can be wrong.
+			n = protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
 				return false
 			}
 			b = b[n:]
-			switch {
-			case f.kind == protoreflect.StringKind:
-				if !utf8.Valid(v) {
-					return false
-				}
-				if num == 1 && id != nil {
-					*id = v
-				}
-			case f.msg != nil:
-				if !f.msg.valid(v, depth+1, nil) {
-					return false
-				}
-			case f.packed:
-				if !validPacked(f.kind, v) {
-					return false
-				}
-			}
 			continue
 		}
-		if c.timestamp && typ == protowire.VarintType && (num == 1 || num == 2) {
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return false
-			}
-			b = b[n:]
-			if num == 1 {
-				seconds = v
-			} else {
-				nanos = v
-			}
-			continue
-		}
-		// Any other field: a scalar, a field with an unexpected wire type (kept as unknown by
-		// protobuf-go) or an unknown field. Only its framing can be wrong.
-		n = protowire.ConsumeFieldValue(num, typ, b)
+		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
 			return false
 		}
 		b = b[n:]
+		switch {
+		case f.kind == protoreflect.StringKind:
+			if !utf8.Valid(v) {
+				return false
+			}
+			if num == 1 && id != nil {
+				*id = v
+			}
+		case f.stamp:
+			st, ok := scanTimestamp(v)
+			if !ok {
+				return false
+			}
+			i := 0
+			for i < nstamps && stamps[i].num != num {
+				i++
+			}
+			if i == nstamps {
+				stamps[i].num = num
+				nstamps++
+			}
+			stamps[i].merge(st)
+		case f.msg != nil:
+			if !f.msg.valid(v, depth+1, nil) {
+				return false
+			}
+		case f.packed:
+			if !validPacked(f.kind, v) {
+				return false
+			}
+		}
 	}
-	return !c.timestamp || validTimestamp(int64(seconds), int32(nanos))
+	for _, st := range stamps[:nstamps] {
+		if !st.valid() {
+			return false
+		}
+	}
+	return true
+}
+
+// stamp is a google.protobuf.Timestamp as decoded so far: each of its fields as last sent.
+type stamp struct {
+	num                  protowire.Number // the field it is, in its parent
+	seconds, nanos       uint64
+	hasSeconds, hasNanos bool
+}
+
+func (s *stamp) merge(o stamp) {
+	if o.hasSeconds {
+		s.seconds, s.hasSeconds = o.seconds, true
+	}
+	if o.hasNanos {
+		s.nanos, s.hasNanos = o.nanos, true
+	}
+}
+
+func (s stamp) valid() bool { return validTimestamp(int64(s.seconds), int32(s.nanos)) }
+
+// scanTimestamp reads an encoded Timestamp: seconds (field 1) and nanos (field 2) as varints, the
+// last of each winning; anything else only has to be well framed.
+func scanTimestamp(b []byte) (stamp, bool) {
+	var st stamp
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return st, false
+		}
+		b = b[n:]
+		if typ == protowire.VarintType && (num == 1 || num == 2) {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return st, false
+			}
+			b = b[n:]
+			st.merge(stamp{seconds: v, nanos: v, hasSeconds: num == 1, hasNanos: num == 2})
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return st, false
+		}
+		b = b[n:]
+	}
+	return st, true
 }
 
 // validPacked checks packed scalars: varints, or whole fixed-size values.

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,17 +39,12 @@ func storedEvents(tb testing.TB) [][]byte {
 	return out
 }
 
-// unmarshalsToDeliver is checkEvent's specification: protobuf-go decodes the bytes as an Event, the
-// id is set and protojson can print the timestamps.
+// unmarshalsToDeliver is checkEvent's specification: protobuf-go decodes the bytes as an Event that
+// is deliverable.
 func unmarshalsToDeliver(b []byte) (string, bool) {
 	var ev pb.Event
-	if proto.Unmarshal(b, &ev) != nil || ev.Id == "" {
+	if proto.Unmarshal(b, &ev) != nil || !deliverable(&ev) {
 		return "", false
-	}
-	for _, ts := range []*timestamppb.Timestamp{ev.ReceivedTime, ev.DecideBy} {
-		if ts != nil && ts.CheckValid() != nil {
-			return "", false
-		}
 	}
 	return ev.Id, true
 }
@@ -59,6 +56,8 @@ func TestCheckEvent(t *testing.T) {
 		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
 	}
 	badTime := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), uint64(maxTimestampSeconds+1))
+	okTime := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
+	badNanos := protowire.AppendVarint(protowire.AppendTag(nil, 2, protowire.VarintType), 1e9)
 	for _, tt := range []struct {
 		name   string
 		b      []byte
@@ -73,6 +72,8 @@ func TestCheckEvent(t *testing.T) {
 		{"invalid UTF-8 in command", append(append([]byte{}, good...), field(5, []byte{0xff})...), ""},
 		{"invalid UTF-8 deep in the payload", append(append([]byte{}, good...), field(20, field(12, field(2, []byte{0xc0})))...), ""},
 		{"timestamp out of range", append(append([]byte{}, good...), field(3, badTime)...), ""},
+		{"timestamp out of range, then in range: decoders merge them", append(append(append([]byte{}, good...), field(3, badTime)...), field(3, okTime)...), "v2UQ7tnCOHkskC8pIL8xbl"},
+		{"timestamp in range, then nanos out of range", append(append([]byte{}, good...), field(10, badNanos)...), ""},
 		{"wrong wire type on a known field is unknown", append(append([]byte{}, good...), 0x2d, 1, 2, 3, 4), "v2UQ7tnCOHkskC8pIL8xbl"},
 		{"field number zero", []byte{0x02, 0x00}, ""},
 		{"not protobuf at all", []byte("{\"id\":\"x\"}"), ""},
@@ -176,9 +177,22 @@ func FuzzGroupSettings(f *testing.F) {
 }
 
 // TestPulledMessageNotFromTheLog: a message on a member's pull subscription whose reply subject is no
-// JetStream ack subject is ignored (a forged one would otherwise be acked to wherever it points).
+// JetStream ack subject is neither delivered nor answered, whether it arrives while the member
+// handles records, while it is leaving, or as it hands records back: a forged one would otherwise
+// have its reply subject (here, the event log) answered with the bridge's permissions.
 func TestPulledMessageNotFromTheLog(t *testing.T) {
 	t.Parallel()
+	log := openLog(t)
+	nc := log.Conn()
+	const target = "imbridge.events.openim.after.raw.injected"
+	watch, err := nc.SubscribeSync(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox, err := nc.SubscribeSync(nc.NewInbox())
+	if err != nil {
+		t.Fatal(err)
+	}
 	mets, err := newMetrics(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -187,14 +201,38 @@ func TestPulledMessageNotFromTheLog(t *testing.T) {
 		s:   &Server{metrics: mets, logger: slog.New(slog.DiscardHandler)},
 		sub: &pb.Subscription{Group: "g"}, pending: map[string]*record{}, records: map[uint64]*record{},
 	}
-	msg := &nats.Msg{Subject: "_INBOX.x", Reply: "imbridge.events.openim.after.raw.injected", Data: storedEvents(t)[0]}
-	if err := m.handle(t.Context(), msg); err != nil {
+	forged := func() *nats.Msg {
+		if err := nc.PublishMsg(&nats.Msg{Subject: inbox.Subject, Reply: target, Data: storedEvents(t)[0]}); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := inbox.NextMsg(time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg // bound to a subscription, as a pulled message is
+	}
+	if err := m.handle(t.Context(), forged()); err != nil {
 		t.Fatal(err)
 	}
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := m.handle(cancelled, forged()); err != nil {
+		t.Fatal(err)
+	}
+	nak(forged())
+	handBack(func() chan *nats.Msg { ch := make(chan *nats.Msg, 1); ch <- forged(); return ch }())
+
 	if len(m.pending) != 0 {
 		t.Errorf("member holds %d events; want none", len(m.pending))
 	}
 	if got := testutil.ToFloat64(mets.rejected.WithLabelValues(rejectRecord)); got != 1 {
 		t.Errorf("rejected{record} = %v; want 1", got)
+	}
+	// Whatever the bridge published on the target came before this marker (one connection).
+	if err := nc.Publish(target, []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := watch.NextMsg(time.Minute); err != nil || string(msg.Data) != "marker" {
+		t.Errorf("first message on %s: %v, %v; want the marker, nothing answered to a forged reply subject", target, msg, err)
 	}
 }

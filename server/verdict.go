@@ -206,12 +206,15 @@ func (m *member) checkVerdict(r *pb.VerdictReply) error {
 		return nil
 	}
 	m.mu.Lock()
-	rec := m.pending[r.GetEventId()]
+	var subject string
+	if rec := m.pending[r.GetEventId()]; rec != nil {
+		subject = rec.msg.Subject // rec.msg changes when the record is delivered again
+	}
 	m.mu.Unlock()
-	if rec == nil {
+	if subject == "" {
 		return nil
 	}
-	if err := replaceable(gi, refused(v), rec.msg.Subject); err != nil {
+	if err := replaceable(gi, refused(v), subject); err != nil {
 		return status.Errorf(codes.InvalidArgument, "verdict for event %s: %v", r.GetEventId(), err)
 	}
 	return nil

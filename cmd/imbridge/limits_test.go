@@ -6,9 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -108,11 +106,7 @@ func TestOneProcessPerDataDir(t *testing.T) {
 // names it (it used to be accepted silently, and the real command took the default policy).
 func TestPolicyTypoWarned(t *testing.T) {
 	t.Parallel()
-	policies := filepath.Join(t.TempDir(), "policies.yaml")
-	if err := os.WriteFile(policies, []byte("commands:\n  callbackBeforeSetGroupInfoExComand: {failure_policy: refuse}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startServe(t, t.TempDir(), "--config", policies)
+	p := startServe(t, t.TempDir(), "--config", writePolicies(t, "commands:\n  callbackBeforeSetGroupInfoExComand: {failure_policy: refuse}\n"))
 	if log := p.logText(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "command=callbackBeforeSetGroupInfoExComand") {
 		t.Errorf("no warning naming the unknown command in\n%s", log)
 	}

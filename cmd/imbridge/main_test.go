@@ -289,11 +289,7 @@ func TestEnvTwins(t *testing.T) {
 // in flight still gets its decider's verdict, and the process exits cleanly.
 func TestShutdownFinishesCallbacksInFlight(t *testing.T) {
 	t.Parallel()
-	policies := filepath.Join(t.TempDir(), "policies.yaml")
-	if err := os.WriteFile(policies, []byte("default: {deadline: 15s}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startServe(t, t.TempDir(), "--config", policies)
+	p := startServe(t, t.TempDir(), "--config", writePolicies(t, "default: {deadline: 15s}\n"))
 	stream := subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "mod", Decide: true})
 	ctx := t.Context()
 	type result struct {
@@ -356,6 +352,16 @@ func TestReflection(t *testing.T) {
 			t.Errorf("services %v; want %s", names, want)
 		}
 	}
+}
+
+// writePolicies writes a policy file for --config and returns its path.
+func writePolicies(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // subscribeTo opens a Subscribe stream to a running bridge and waits for the confirmation.

@@ -254,7 +254,7 @@ func (d *decoder) scalar(fd protoreflect.FieldDescriptor, num protowire.Number) 
 // Int32Value) as encoding/json writes it, which omits a zero value: {} is "" or 0. An object with
 // keys but no "value" is no such form, and is refused.
 func (d *decoder) wrapped(fd protoreflect.FieldDescriptor, num protowire.Number) (wrote bool, err error) {
-	noValue := &ValueError{Offset: d.pos, Msg: "want " + want(fd.Kind()) + `, got an object without "value"`}
+	objStart := d.pos
 	empty, err := d.open('}')
 	if err != nil {
 		return false, err
@@ -282,7 +282,7 @@ func (d *decoder) wrapped(fd protoreflect.FieldDescriptor, num protowire.Number)
 		}
 		if done, err := d.afterValue('}'); done || err != nil {
 			if err == nil && !sawValue {
-				return false, noValue
+				return false, &ValueError{Offset: objStart, Msg: "want " + want(fd.Kind()) + `, got an object without "value"`}
 			}
 			return wrote, err
 		}
