@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/imbridge/imbridge/auth"
 	"github.com/imbridge/imbridge/eventlog"
 	"github.com/imbridge/imbridge/gateway"
 	"github.com/imbridge/imbridge/server"
@@ -43,12 +44,18 @@ type Config struct {
 	GRPCAddr string // EventService, callback services, health, reflection; default ":9090"
 	DataDir  string // embedded event log; default "data"
 	NATSURL  string // external NATS instead of the embedded server
-	// PoliciesFile is the per-command YAML (deadline, failure policy, wait); empty: defaults.
-	PoliciesFile    string
-	MaxBodyBytes    int64
-	SyncAlways      bool
+	// ConfigFile is the YAML file of per-command policies and who may call (File); empty: defaults,
+	// and no authentication.
+	ConfigFile   string
+	MaxBodyBytes int64
+	SyncAlways   bool
+	// TencentSdkAppID and TencentToken add one Tencent app to the file's (a shorthand for
+	// callers.tencent.apps); a token needs its app.
 	TencentSdkAppID string
 	TencentToken    string
+	// Reflection serves gRPC reflection: "on", "off", or "" for on unless subscriber tokens are
+	// configured (reflection describes every service to whoever asks).
+	Reflection      string
 	ShutdownTimeout time.Duration
 	// DebugAddr, if set, serves net/http/pprof there (keep it on loopback).
 	DebugAddr string
@@ -75,17 +82,28 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	logger := cfg.Logger
 
-	var policies *server.Policies
-	if cfg.PoliciesFile != "" {
-		p, err := server.LoadPolicies(cfg.PoliciesFile)
+	file := &File{}
+	if cfg.ConfigFile != "" {
+		f, err := LoadFile(cfg.ConfigFile)
 		if err != nil {
 			return err
 		}
-		for _, cmd := range p.UnknownCommands() {
+		for _, cmd := range f.UnknownCommands() {
 			logger.Warn("policy for a command no IM server is known to send: if it is a typo, that command takes the default policy",
-				"command", cmd, "file", cfg.PoliciesFile)
+				"command", cmd, "file", cfg.ConfigFile)
 		}
-		policies = p
+		file = f
+	}
+	rules, err := authRules(cfg, file.Auth)
+	if err != nil {
+		return err
+	}
+	for _, door := range rules.Open() {
+		logger.Warn("OPEN: no authentication configured for "+door, "see", "README, Security")
+	}
+	reflect, err := reflectionOn(cfg.Reflection, rules)
+	if err != nil {
+		return err
 	}
 
 	// The ports first: a process that cannot serve must not touch the event log's store.
@@ -117,7 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := server.New(server.Options{Log: log, Policies: policies, Logger: logger, Registerer: reg})
+	srv, err := server.New(server.Options{Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -130,24 +148,28 @@ func Run(ctx context.Context, cfg Config) error {
 		maxBody = fit
 	}
 	gw, err := gateway.New(ctx, gateway.Options{
-		OpenIM:          srv.OpenIM(),
-		Tencent:         srv.Tencent(),
-		Ready:           srv.Ready,
-		Metrics:         promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		MaxBodyBytes:    maxBody,
-		TencentSdkAppID: cfg.TencentSdkAppID,
-		TencentToken:    cfg.TencentToken,
-		Logger:          logger,
+		OpenIM:       srv.OpenIM(),
+		Tencent:      srv.Tencent(),
+		Ready:        srv.Ready,
+		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		MaxBodyBytes: maxBody,
+		Auth:         rules,
+		Logger:       logger,
 	})
 	if err != nil {
 		return err
 	}
 
-	gs := grpc.NewServer(server.GRPCServerOptions()...)
+	gs := grpc.NewServer(append(server.GRPCServerOptions(),
+		grpc.ChainUnaryInterceptor(rules.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(rules.StreamInterceptor()),
+	)...)
 	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	reflection.Register(gs)
+	if reflect {
+		reflection.Register(gs)
+	}
 
 	hsrv := &http.Server{
 		Handler:           gw,
@@ -220,4 +242,31 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// authRules are the file's auth settings with the Tencent shorthand flags added.
+func authRules(cfg Config, c auth.Config) (*auth.Rules, error) {
+	switch {
+	case cfg.TencentSdkAppID != "":
+		c.Callers.Tencent.Apps = append(c.Callers.Tencent.Apps, auth.TencentApp{SdkAppID: cfg.TencentSdkAppID, Token: cfg.TencentToken})
+	case cfg.TencentToken != "":
+		return nil, errors.New("--tencent-token needs --tencent-sdkappid: a token belongs to an app")
+	}
+	rules, err := auth.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	return rules, nil
+}
+
+func reflectionOn(mode string, rules *auth.Rules) (bool, error) {
+	switch mode {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	case "", "auto":
+		return !rules.SubscribersConfigured(), nil
+	}
+	return false, fmt.Errorf("--reflection %q: want on, off or auto", mode)
 }

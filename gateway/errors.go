@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"path"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -18,10 +19,16 @@ import (
 // fail answers a request the bridge could not take, in the vendor's format (for OpenIM, see
 // server.OpenIMErrorAnswer). Tencent treats a non-200 status as a failed callback.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpStatus int, msg string) {
+	// The command is the path's last segment (never OpenIM's path secret, which comes before it),
+	// or Tencent's CallbackCommand before the path is rewritten.
+	command := path.Base(cleanPath(r.URL.Path))
+	if v == vendorTencent && command == "tencent" {
+		command = r.URL.Query().Get("CallbackCommand")
+	}
 	if httpStatus >= 500 {
-		h.opts.Logger.Warn("callback failed", "path", r.URL.Path, "status", httpStatus, "err", msg)
+		h.opts.Logger.Warn("callback failed", "vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
 	} else {
-		h.opts.Logger.Info("callback rejected", "path", r.URL.Path, "status", httpStatus, "err", msg)
+		h.opts.Logger.Info("callback rejected", "vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
 	}
 	var body []byte
 	switch v {
@@ -30,7 +37,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpSta
 		if ci := server.CallInfoFrom(r.Context()); ci != nil {
 			reqBody = ci.Body
 		}
-		body, _ = wirejson.Marshal(server.OpenIMErrorAnswer(strings.TrimPrefix(cleanPath(r.URL.Path), "/openim/"), reqBody, int32(httpStatus), msg))
+		body, _ = wirejson.Marshal(server.OpenIMErrorAnswer(command, reqBody, int32(httpStatus), msg))
 	case vendorTencent:
 		body, _ = wirejson.Marshal(&pb.TencentCallbackResponse{ActionStatus: "FAIL", ErrorCode: int32(httpStatus), ErrorInfo: msg})
 	default:

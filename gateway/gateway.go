@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 
+	"github.com/imbridge/imbridge/auth"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bufpool"
 	"github.com/imbridge/imbridge/server"
@@ -40,11 +41,9 @@ type Options struct {
 	Metrics http.Handler
 	// MaxBodyBytes caps a callback body; larger ones get 413. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// TencentSdkAppID, when set, must equal every Tencent callback's SdkAppid query parameter.
-	TencentSdkAppID string
-	// TencentToken, when set, turns on Tencent callback authentication: Sign must be
-	// hex(SHA-256(token + RequestTime)) and RequestTime within a minute of now.
-	TencentToken string
+	// Auth checks that each callback comes from its IM server (OpenIM's Basic credentials, path
+	// secret and addresses; Tencent's apps and Sign). Nil: callbacks are taken from anyone.
+	Auth *auth.Rules
 	// Logger for rejected requests. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock, for tests. Default time.Now.
@@ -98,6 +97,16 @@ const (
 	vendorTencent
 )
 
+func (v vendor) String() string {
+	switch v {
+	case vendorOpenIM:
+		return "openim"
+	case vendorTencent:
+		return "tencent"
+	}
+	return "none"
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	received := h.opts.Now()
 	path := cleanPath(r.URL.Path)
@@ -137,6 +146,14 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 		// The header is "operationID"; Go canonicalizes it to "Operationid".
 		md.OperationId = r.Header.Get("OperationID")
 		command = rest
+		if h.opts.Auth != nil {
+			cmd, ref := h.opts.Auth.CheckOpenIM(r.RemoteAddr, r.Header, rest)
+			if ref != nil {
+				h.refuse(w, r, v, ref)
+				return
+			}
+			command = cmd
+		}
 		if command == "" || strings.Contains(command, "/") {
 			h.fail(w, r, v, http.StatusNotFound, "path must be /openim/{command}")
 			return
@@ -152,9 +169,11 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			h.fail(w, r, v, http.StatusBadRequest, "missing CallbackCommand query parameter")
 			return
 		}
-		if status, msg := h.checkTencent(q, received); status != 0 {
-			h.fail(w, r, v, status, msg)
-			return
+		if h.opts.Auth != nil {
+			if ref := h.opts.Auth.CheckTencent(r.RemoteAddr, q, received); ref != nil {
+				h.refuse(w, r, v, ref)
+				return
+			}
 		}
 	}
 	if r.ContentLength > h.opts.MaxBodyBytes {
@@ -186,6 +205,14 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 	// Content-Type and copying headers into gRPC metadata for each callback.
 	r2.Header = nil
 	h.mux.ServeHTTP(w, r2)
+}
+
+// refuse answers a caller that auth refused: 401 asks OpenIM's client for Basic credentials.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, v vendor, ref *auth.Refusal) {
+	if ref.Status == http.StatusUnauthorized && v == vendorOpenIM {
+		w.Header().Set("WWW-Authenticate", `Basic realm="imbridge", charset="UTF-8"`)
+	}
+	h.fail(w, r, v, ref.Status, ref.Msg)
 }
 
 // readBody appends r to b until EOF or until it holds more than limit bytes.

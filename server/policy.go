@@ -1,11 +1,7 @@
 package server
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -67,22 +63,10 @@ func (p policy) waits(phase pb.Phase) bool {
 	return phase == pb.Phase_PHASE_BEFORE
 }
 
-// LoadPolicies reads and validates a policy file. Unknown keys are errors, so a typo is not ignored.
-func LoadPolicies(path string) (*Policies, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read policies: %w", err)
-	}
-	var p Policies
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse policies %s: %w", path, err)
-	}
-	if _, err := p.resolve(); err != nil {
-		return nil, fmt.Errorf("policies %s: %w", path, err)
-	}
-	return &p, nil
+// Validate checks the settings (deadlines, failure policies).
+func (p *Policies) Validate() error {
+	_, err := p.resolve()
+	return err
 }
 
 // policySet is Policies resolved for lookups on the hot path.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imbridge/imbridge/auth"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -31,6 +32,9 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	sub := first.GetSubscription()
 	if err := validateSubscription(sub); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := auth.AllowSubscription(stream.Context(), sub); err != nil {
+		return err
 	}
 	if !s.enter() {
 		return status.Error(codes.Unavailable, "bridge shutting down")

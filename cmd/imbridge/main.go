@@ -18,6 +18,8 @@ Usage:
   imbridge serve [flags]           run the bridge (HTTP :8080, gRPC :9090, event log in ./data)
   imbridge tail [flags]            subscribe and print each event as one JSON line
   imbridge send [flags] FILE|NAME  post a callback file or a built-in example, print the answer
+  imbridge token new --name NAME   make a subscriber token; prints it and the lines for --config
+  imbridge token hash              print the SHA-256 of a secret read from standard input
 
 Every flag has an environment twin: --http-addr is IMBRIDGE_HTTP_ADDR. "imbridge CMD -h" lists them.
 `
@@ -37,6 +39,8 @@ func main() {
 		err = tail(ctx, args)
 	case "send":
 		err = send(ctx, args, os.Stdout)
+	case "token":
+		err = token(ctx, args, os.Stdin, os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

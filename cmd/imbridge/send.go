@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nuid"
 
+	"github.com/imbridge/imbridge/auth"
 	"github.com/imbridge/imbridge/examples"
 )
 
@@ -24,6 +26,8 @@ func send(ctx context.Context, args []string, out io.Writer) error {
 	command := fs.String("command", "", "callback command (for a FILE; default: the body's callbackCommand/CallbackCommand)")
 	sdkAppID := fs.String("sdkappid", "1400000000", "Tencent SdkAppid query parameter")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
+	pathSecret := fs.String("path-secret", "", "OpenIM path secret: post to /openim/<secret>/{command} (Basic credentials go in --url: http://user:password@host:8080)")
+	tencentToken := fs.String("tencent-token", "", "Tencent app token: sign the callback (RequestTime, Sign) as Tencent does")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -35,7 +39,7 @@ func send(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	target, err := callbackURL(*base, ex, *sdkAppID)
+	target, err := callbackURL(*base, ex, *sdkAppID, *pathSecret, *tencentToken, time.Now())
 	if err != nil {
 		return err
 	}
@@ -105,13 +109,17 @@ func loadCallback(arg string, vendor examples.Vendor, command string) (examples.
 
 // callbackURL is where the IM server would post: OpenIM {url}/openim/{command}, Tencent one URL with
 // the command and request facts in the query string.
-func callbackURL(base string, ex examples.Example, sdkAppID string) (string, error) {
+func callbackURL(base string, ex examples.Example, sdkAppID, pathSecret, tencentToken string, now time.Time) (string, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil {
 		return "", fmt.Errorf("--url: %w", err)
 	}
 	if ex.Vendor == examples.OpenIM {
-		u.Path += "/openim/" + ex.Command
+		u.Path += "/openim/"
+		if pathSecret != "" {
+			u.Path += pathSecret + "/"
+		}
+		u.Path += ex.Command
 		return u.String(), nil
 	}
 	u.Path += "/tencent"
@@ -122,6 +130,11 @@ func callbackURL(base string, ex examples.Example, sdkAppID string) (string, err
 	q.Set("ClientIP", "127.0.0.1")
 	q.Set("OptPlatform", "RESTAPI")
 	q.Set("RequestID", nuid.Next())
+	if tencentToken != "" {
+		reqTime := strconv.FormatInt(now.Unix(), 10)
+		q.Set("RequestTime", reqTime)
+		q.Set("Sign", auth.HashSecret(tencentToken+reqTime)) // hex(SHA-256(token + RequestTime))
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -25,8 +26,12 @@ func tail(ctx context.Context, args []string) error {
 	fs.Var(&commands, "command", "vendor command names (repeatable, comma-separated)")
 	fs.Var(&sources, "source", "openim, tencent (repeatable, comma-separated)")
 	fs.Var(&groupIDs, "group-id", "IM group ids (repeatable, comma-separated)")
+	token := fs.String("token", "", "subscriber token, when the bridge asks for one (imbridge token new)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
 	}
 	filter := &pb.EventFilter{Commands: commands, GroupIds: groupIDs}
 	for _, k := range kinds {

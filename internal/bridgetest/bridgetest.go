@@ -16,10 +16,12 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/imbridge/imbridge/auth"
 	"github.com/imbridge/imbridge/eventlog"
 	"github.com/imbridge/imbridge/gateway"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -37,8 +39,10 @@ type Options struct {
 	NATSURL string
 	// Policies for verdicts.
 	Policies *server.Policies
-	// Gateway options (services, Ready and Logger are filled in).
+	// Gateway options (services, Ready, Auth and Logger are filled in).
 	Gateway gateway.Options
+	// Auth: who may call (callers and subscribers), as in the --config file. Zero: anyone.
+	Auth auth.Config
 }
 
 // Bridge is a running in-process bridge.
@@ -72,8 +76,15 @@ func Start(t testing.TB, opts Options) *Bridge {
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
+	rules, err := auth.New(opts.Auth)
+	if err != nil {
+		t.Fatalf("auth: %v", err)
+	}
 	gopts := opts.Gateway
-	gopts.OpenIM, gopts.Tencent, gopts.Ready, gopts.Logger = srv.OpenIM(), srv.Tencent(), srv.Ready, logger
+	gopts.OpenIM, gopts.Tencent, gopts.Ready, gopts.Auth, gopts.Logger = srv.OpenIM(), srv.Tencent(), srv.Ready, rules, logger
+	if gopts.Metrics == nil {
+		gopts.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	}
 	gw, err := gateway.New(ctx, gopts)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
@@ -81,7 +92,10 @@ func Start(t testing.TB, opts Options) *Bridge {
 	hs := httptest.NewServer(gw)
 
 	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer(server.GRPCServerOptions()...)
+	gs := grpc.NewServer(append(server.GRPCServerOptions(),
+		grpc.ChainUnaryInterceptor(rules.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(rules.StreamInterceptor()),
+	)...)
 	srv.Register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufconn",
