@@ -6,12 +6,17 @@ package app
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -55,8 +61,12 @@ type Config struct {
 	TencentToken    string
 	// Reflection serves gRPC reflection: "on", "off", or "" for on unless subscriber tokens are
 	// configured (reflection describes every service to whoever asks).
-	Reflection      string
-	ShutdownTimeout time.Duration
+	Reflection string
+	// TLSCert and TLSKey (PEM files) turn on TLS on both listeners; the files are read again on
+	// SIGHUP and when they change. ClientCA (PEM) lets subscribers authenticate with a client
+	// certificate on the gRPC port (auth.Subscriber.CertCN).
+	TLSCert, TLSKey, ClientCA string
+	ShutdownTimeout           time.Duration
 	// DebugAddr, if set, serves net/http/pprof there (keep it on loopback).
 	DebugAddr string
 	Logger    *slog.Logger
@@ -102,6 +112,10 @@ func Run(ctx context.Context, cfg Config) error {
 		logger.Warn("OPEN: no authentication configured for "+door, "see", "README, Security")
 	}
 	reflect, err := reflectionOn(cfg.Reflection, rules)
+	if err != nil {
+		return err
+	}
+	tlsFiles, httpTLS, grpcTLS, err := serverTLS(cfg, rules)
 	if err != nil {
 		return err
 	}
@@ -160,10 +174,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	gs := grpc.NewServer(append(server.GRPCServerOptions(),
+	grpcOpts := append(server.GRPCServerOptions(),
 		grpc.ChainUnaryInterceptor(rules.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(rules.StreamInterceptor()),
-	)...)
+	)
+	if grpcTLS != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(grpcTLS)))
+	}
+	gs := grpc.NewServer(grpcOpts...)
 	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -177,6 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    gateway.MaxHeaderBytes,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		TLSConfig:         httpTLS,
 	}
 
 	if cfg.DebugAddr != "" {
@@ -192,6 +211,12 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() { _ = http.Serve(dbgLis, mux) }()
 		logger.Info("debug listening", "addr", dbgLis.Addr().String())
 	}
+	var hup chan os.Signal
+	if tlsFiles != nil {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP) // before the listening lines: a SIGHUP from then on reloads
+		defer signal.Stop(hup)
+	}
 	logger.Info("http listening", "addr", httpLis.Addr().String())
 	logger.Info("grpc listening", "addr", grpcLis.Addr().String())
 	if cfg.OnListening != nil {
@@ -200,11 +225,18 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := hsrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return hsrv.Serve(httpLis) }
+		if httpTLS != nil {
+			serve = func() error { return hsrv.ServeTLS(httpLis, "", "") } // certificates from TLSConfig
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
 	})
+	if tlsFiles != nil {
+		g.Go(func() error { reloadCerts(gctx, tlsFiles, hup, logger); return nil })
+	}
 	g.Go(func() error {
 		if err := gs.Serve(grpcLis); err != nil {
 			return fmt.Errorf("grpc: %w", err)
@@ -269,4 +301,58 @@ func reflectionOn(mode string, rules *auth.Rules) (bool, error) {
 		return !rules.SubscribersConfigured(), nil
 	}
 	return false, fmt.Errorf("--reflection %q: want on, off or auto", mode)
+}
+
+// serverTLS reads the TLS settings: the HTTP listener's and the gRPC listener's configurations
+// (nil without TLS) and the certificate files they serve.
+func serverTLS(cfg Config, rules *auth.Rules) (*auth.CertFiles, *tls.Config, *tls.Config, error) {
+	if cfg.TLSCert == "" || cfg.TLSKey == "" {
+		switch {
+		case cfg.TLSCert != "" || cfg.TLSKey != "":
+			return nil, nil, nil, errors.New("--tls-cert and --tls-key go together")
+		case cfg.ClientCA != "":
+			return nil, nil, nil, errors.New("--client-ca needs TLS (--tls-cert, --tls-key)")
+		case rules.CertSubscribers():
+			return nil, nil, nil, errors.New("subscribers with cert_cn need TLS and --client-ca")
+		}
+		return nil, nil, nil, nil
+	}
+	files, err := auth.LoadCert(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var pool *x509.CertPool
+	if cfg.ClientCA != "" {
+		if pool, err = auth.LoadCertPool(cfg.ClientCA); err != nil {
+			return nil, nil, nil, err
+		}
+	} else if rules.CertSubscribers() {
+		return nil, nil, nil, errors.New("subscribers with cert_cn need --client-ca")
+	}
+	// IM servers are not asked for certificates: only the gRPC port takes client certificates.
+	return files, auth.ServerTLS(files, nil), auth.ServerTLS(files, pool), nil
+}
+
+// certCheckInterval is how often the certificate files are looked at for a change.
+const certCheckInterval = 10 * time.Second
+
+// reloadCerts reads the certificate files again on SIGHUP (hup) and when they change, until ctx
+// ends.
+func reloadCerts(ctx context.Context, files *auth.CertFiles, hup <-chan os.Signal, logger *slog.Logger) {
+	tick := time.NewTicker(certCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-tick.C:
+		}
+		switch changed, err := files.Reload(); {
+		case err != nil:
+			logger.Error("tls certificate not reloaded: the one in use stays", "err", err)
+		case changed:
+			logger.Info("tls certificate reloaded")
+		}
+	}
 }

@@ -74,7 +74,10 @@ type Subscriber struct {
 	// Name identifies the subscriber in logs and errors.
 	Name string `yaml:"name"`
 	// TokenSHA256 is the hex SHA-256 of its bearer token (`imbridge token new` prints both).
-	TokenSHA256 string `yaml:"token_sha256"`
+	TokenSHA256 string `yaml:"token_sha256,omitempty"`
+	// CertCN: the subscriber may instead present a client certificate (mTLS, --client-ca) whose
+	// subject common name is this.
+	CertCN string `yaml:"cert_cn,omitempty"`
 	// Scopes: what it may do.
 	Scopes Scopes `yaml:"scopes"`
 }
@@ -103,6 +106,7 @@ type Rules struct {
 	openim  openimRules
 	tencent tencentRules
 	tokens  map[[sha256.Size]byte]*Principal // by the token's SHA-256
+	certs   map[string]*Principal            // by client certificate common name
 }
 
 type openimRules struct {
@@ -121,7 +125,7 @@ type tencentRules struct {
 
 // New checks c and returns its rules.
 func New(c Config) (*Rules, error) {
-	r := &Rules{tokens: map[[sha256.Size]byte]*Principal{}}
+	r := &Rules{tokens: map[[sha256.Size]byte]*Principal{}, certs: map[string]*Principal{}}
 	o := c.Callers.OpenIM
 	var err error
 	if o.BasicUser != "" || o.BasicPasswordSHA256 != "" {
@@ -170,19 +174,30 @@ func New(c Config) (*Rules, error) {
 			return nil, fmt.Errorf("subscribers[%d]: name %s twice", i, s.Name)
 		}
 		names[s.Name] = true
-		sum, err := sha256Hex(s.TokenSHA256)
-		if err != nil {
-			return nil, fmt.Errorf("subscribers[%d] (%s).token_sha256: %w", i, s.Name, err)
-		}
 		p, err := newPrincipal(s)
 		if err != nil {
 			return nil, fmt.Errorf("subscribers[%d] (%s).scopes: %w", i, s.Name, err)
 		}
-		key := [sha256.Size]byte(sum)
-		if r.tokens[key] != nil {
-			return nil, fmt.Errorf("subscribers[%d] (%s): same token as %s", i, s.Name, r.tokens[key].Name)
+		if s.TokenSHA256 == "" && s.CertCN == "" {
+			return nil, fmt.Errorf("subscribers[%d] (%s): token_sha256 or cert_cn is required", i, s.Name)
 		}
-		r.tokens[key] = p
+		if s.TokenSHA256 != "" {
+			sum, err := sha256Hex(s.TokenSHA256)
+			if err != nil {
+				return nil, fmt.Errorf("subscribers[%d] (%s).token_sha256: %w", i, s.Name, err)
+			}
+			key := [sha256.Size]byte(sum)
+			if r.tokens[key] != nil {
+				return nil, fmt.Errorf("subscribers[%d] (%s): same token as %s", i, s.Name, r.tokens[key].Name)
+			}
+			r.tokens[key] = p
+		}
+		if s.CertCN != "" {
+			if r.certs[s.CertCN] != nil {
+				return nil, fmt.Errorf("subscribers[%d] (%s): cert_cn %s is %s's", i, s.Name, s.CertCN, r.certs[s.CertCN].Name)
+			}
+			r.certs[s.CertCN] = p
+		}
 	}
 	return r, nil
 }
@@ -197,14 +212,17 @@ func (r *Rules) Open() []string {
 	if !r.tencent.configured {
 		open = append(open, "Tencent callbacks (HTTP): anyone who reaches the HTTP port")
 	}
-	if len(r.tokens) == 0 {
+	if !r.SubscribersConfigured() {
 		open = append(open, "gRPC (subscribe, decide, post callbacks): anyone who reaches the gRPC port")
 	}
 	return open
 }
 
-// SubscribersConfigured reports whether the gRPC port asks for tokens.
-func (r *Rules) SubscribersConfigured() bool { return len(r.tokens) > 0 }
+// SubscribersConfigured reports whether the gRPC port asks subscribers who they are.
+func (r *Rules) SubscribersConfigured() bool { return len(r.tokens) > 0 || len(r.certs) > 0 }
+
+// CertSubscribers reports whether some subscriber authenticates with a client certificate.
+func (r *Rules) CertSubscribers() bool { return len(r.certs) > 0 }
 
 func sha256Hex(s string) ([]byte, error) {
 	b, err := hex.DecodeString(strings.TrimSpace(s))

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -65,10 +66,10 @@ func (r *Rules) authorize(ctx context.Context, method string) (context.Context, 
 	case strings.HasPrefix(method, tencentService):
 		return r.authorizeCallback(ctx, r.tencent.configured, r.tencentOverGRPC)
 	}
-	if len(r.tokens) == 0 {
+	if !r.SubscribersConfigured() {
 		return ctx, nil
 	}
-	p, err := r.bearer(ctx)
+	p, err := r.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +83,7 @@ func (r *Rules) authorize(ctx context.Context, method string) (context.Context, 
 // passes the same checks: a subscriber token with the post scope, or the vendor's credentials.
 // Only a bridge with neither the vendor's callers nor any token configured takes it from anyone.
 func (r *Rules) authorizeCallback(ctx context.Context, vendorConfigured bool, vendor func(context.Context) *Refusal) (context.Context, error) {
-	p, err := r.bearer(ctx)
+	p, err := r.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +93,7 @@ func (r *Rules) authorizeCallback(ctx context.Context, vendorConfigured bool, ve
 		}
 		return WithPrincipal(ctx, p), nil
 	}
-	if !vendorConfigured && len(r.tokens) == 0 {
+	if !vendorConfigured && !r.SubscribersConfigured() {
 		return ctx, nil
 	}
 	if vendorConfigured {
@@ -135,16 +136,29 @@ func (r *Rules) tencentOverGRPC(ctx context.Context) *Refusal {
 	return r.CheckTencent(peerAddr(ctx), q, time.Now())
 }
 
-// bearer returns the subscriber whose token the call carries; nil without a bearer token;
-// Unauthenticated for a token no subscriber has.
-func (r *Rules) bearer(ctx context.Context) (*Principal, error) {
-	token, ok := strings.CutPrefix(first(ctx, "authorization"), "Bearer ")
+// caller returns the subscriber the call comes from: by its bearer token, else by its verified
+// client certificate; nil for neither. Unauthenticated for a token or a certificate no subscriber
+// has.
+func (r *Rules) caller(ctx context.Context) (*Principal, error) {
+	if token, ok := strings.CutPrefix(first(ctx, "authorization"), "Bearer "); ok {
+		p := r.tokens[sha256.Sum256([]byte(strings.TrimSpace(token)))]
+		if p == nil {
+			return nil, status.Error(codes.Unauthenticated, "unknown token")
+		}
+		return p, nil
+	}
+	pr, ok := peer.FromContext(ctx)
 	if !ok {
 		return nil, nil
 	}
-	p := r.tokens[sha256.Sum256([]byte(strings.TrimSpace(token)))]
+	ti, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil, nil
+	}
+	cn := ti.State.VerifiedChains[0][0].Subject.CommonName
+	p := r.certs[cn]
 	if p == nil {
-		return nil, status.Error(codes.Unauthenticated, "unknown token")
+		return nil, status.Errorf(codes.Unauthenticated, "client certificate %q is no subscriber's", cn)
 	}
 	return p, nil
 }

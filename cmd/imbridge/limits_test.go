@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bridgetest"
@@ -109,5 +113,77 @@ func TestPolicyTypoWarned(t *testing.T) {
 	p := startServe(t, t.TempDir(), "--config", writePolicies(t, "commands:\n  callbackBeforeSetGroupInfoExComand: {failure_policy: refuse}\n"))
 	if log := p.logText(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "command=callbackBeforeSetGroupInfoExComand") {
 		t.Errorf("no warning naming the unknown command in\n%s", log)
+	}
+}
+
+// TestSlowClients: 500 connections that send half a request header and stop (slowloris) do not keep
+// a callback from being answered.
+func TestSlowClients(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir())
+	for range 500 {
+		c, err := net.Dial("tcp", p.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := c.Write([]byte("POST /openim/callbackAfterQuitGroupCommand HTTP/1.1\r\nHost: x\r\nContent-")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	status, answer := postBody(t, "http://"+p.httpAddr+"/openim/callbackAfterQuitGroupCommand", []byte(`{"groupID":"G1","userID":"u"}`))
+	if status != http.StatusOK {
+		t.Errorf("callback beside 500 slow clients: %d %s", status, answer)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("callback beside 500 slow clients took %v", d)
+	}
+}
+
+// TestHugeBody: a 100 MB body is refused with 413 from its declared length, and a chunked one once
+// the limit is passed, without the bridge reading the rest.
+func TestHugeBody(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir())
+	for _, tt := range []struct {
+		name, header string
+		body         func(w io.Writer) error
+	}{
+		{"declared", "Content-Length: 100000000\r\n", func(w io.Writer) error {
+			_, err := w.Write(bytes.Repeat([]byte("x"), 64<<10))
+			return err
+		}},
+		{"chunked", "Transfer-Encoding: chunked\r\n", func(w io.Writer) error {
+			chunk := append(append([]byte(fmt.Sprintf("%x\r\n", 64<<10)), bytes.Repeat([]byte("x"), 64<<10)...), "\r\n"...)
+			for range 100_000_000 / (64 << 10) {
+				if _, err := w.Write(chunk); err != nil {
+					return err // the bridge stopped reading: what the test wants
+				}
+			}
+			return nil
+		}},
+	} {
+		c, err := net.Dial("tcp", p.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(bridgetest.Timeout))
+		if _, err := fmt.Fprintf(c, "POST /openim/callbackAfterSendGroupMsgCommand HTTP/1.1\r\nHost: x\r\n%s\r\n", tt.header); err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan error, 1)
+		go func() { sent <- tt.body(c) }()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s: %s; want 413", tt.name, resp.Status)
+		}
+		c.Close()
+		<-sent
 	}
 }
