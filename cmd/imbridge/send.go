@@ -28,6 +28,7 @@ func send(ctx context.Context, args []string, out io.Writer) error {
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
 	pathSecret := fs.String("path-secret", "", "OpenIM path secret: post to /openim/<secret>/{command} (Basic credentials go in --url: http://user:password@host:8080)")
 	tencentToken := fs.String("tencent-token", "", "Tencent app token: sign the callback (RequestTime, Sign) as Tencent does")
+	ca := fs.String("ca", "", "PEM CA certificate to trust for an https --url (default: the system's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,7 +54,15 @@ func send(ctx context.Context, args []string, out io.Writer) error {
 	if ex.Vendor == examples.OpenIM {
 		req.Header.Set("operationID", nuid.Next())
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if *ca != "" {
+		tc, err := clientTLS(*ca)
+		if err != nil {
+			return err
+		}
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

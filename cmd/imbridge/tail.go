@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,11 +10,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/imbridge/imbridge/auth"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -27,6 +30,8 @@ func tail(ctx context.Context, args []string) error {
 	fs.Var(&sources, "source", "openim, tencent (repeatable, comma-separated)")
 	fs.Var(&groupIDs, "group-id", "IM group ids (repeatable, comma-separated)")
 	token := fs.String("token", "", "subscriber token, when the bridge asks for one (imbridge token new)")
+	useTLS := fs.Bool("tls", false, "the bridge's gRPC port speaks TLS (--tls-cert)")
+	ca := fs.String("ca", "", "PEM CA certificate to trust for --tls (default: the system's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -48,7 +53,15 @@ func tail(ctx context.Context, args []string) error {
 		}
 		filter.Sources = append(filter.Sources, pb.Source(v))
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if *useTLS || *ca != "" {
+		tc, err := clientTLS(*ca)
+		if err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
@@ -103,4 +116,17 @@ func upper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// clientTLS trusts the PEM CA certificates in caFile, or the system's when it is empty.
+func clientTLS(caFile string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := auth.LoadCertPool(caFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }
