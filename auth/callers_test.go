@@ -148,3 +148,18 @@ func basicEquals(authorization string) bool {
 	u, p, ok := parseBasic(authorization)
 	return ok && u == "imbridge" && p == "s3cret"
 }
+
+// BenchmarkCheckOpenIM: what authentication adds to an OpenIM callback with Basic credentials and a
+// path secret (compare with the whole callback path, e2e's BenchmarkAfterCallback).
+func BenchmarkCheckOpenIM(b *testing.B) {
+	r := mustRules(b, Config{Callers: Callers{OpenIM: OpenIMCaller{
+		BasicUser: "imbridge", BasicPasswordSHA256: HashSecret("s3cret"), PathSecretSHA256: HashSecret("p4th"),
+	}}})
+	h := http.Header{"Authorization": {basic("imbridge", "s3cret")}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ref := r.CheckOpenIM("10.0.0.1:1", h, "p4th/callbackAfterQuitGroupCommand"); ref != nil {
+			b.Fatal(ref)
+		}
+	}
+}

@@ -17,7 +17,7 @@ func TestFloorRoundTrip(t *testing.T) {
 	t.Cleanup(srv.Close)
 	addr := strings.TrimPrefix(srv.URL, "http://")
 
-	res, err := load(context.Background(), addr, beforeRequests(addr), 1, 0, time.Hour, 3)
+	res, err := load(context.Background(), addr, beforeRequests(addr, nil), 1, 0, time.Hour, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,13 +32,13 @@ func TestFloorRoundTrip(t *testing.T) {
 	gs := f.grpcServer()
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-	sub, err := subscribe(lis.Addr().String(), verdictDecider, nil)
+	sub, err := subscribe(lis.Addr().String(), nil, verdictDecider, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sub.close)
 
-	res, err = load(context.Background(), addr, beforeRequests(addr), 4, 0, time.Hour, 200)
+	res, err = load(context.Background(), addr, beforeRequests(addr, nil), 4, 0, time.Hour, 200)
 	if err != nil {
 		t.Fatal(err)
 	}

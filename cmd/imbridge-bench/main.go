@@ -41,6 +41,8 @@ type config struct {
 	Pin         bool          `json:"pinned_latency_runs"`
 	Profile     string        `json:"-"`
 	Scenarios   []string      `json:"scenarios"`
+	Auth        bool          `json:"auth"`
+	auth        *benchAuth    // set by run when Auth
 }
 
 func (c config) wants(s string) bool { return slices.Contains(c.Scenarios, s) }
@@ -71,6 +73,7 @@ func main() {
 	flag.StringVar(&cfg.Profile, "profile", "", "save the bridge's CPU profile, allocations and execution trace of each measured run in this directory (for diagnosis: tracing slows the bridge)")
 	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog", "which scenarios to run (the baseline always runs)")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
+	flag.BoolVar(&cfg.Auth, "auth", false, "run the bridge with authentication on: OpenIM Basic credentials and a path secret, a token for every subscriber")
 	flag.Parse()
 	for _, f := range strings.Split(fanout, ",") {
 		var n int
@@ -94,12 +97,12 @@ func main() {
 	fmt.Printf("\nresults written to %s\n", cfg.Out)
 }
 
-// bodies: seed 000 (real server form) and seed 002, alternating.
-func afterRequests(addr string) []request {
+// bodies: seed 000 (real server form) and seed 002, alternating; with a's credentials (nil: none).
+func afterRequests(addr string, a *benchAuth) []request {
 	var out []request
 	for _, name := range []string{"openim-after-set-group-info-ex", "openim-after-quit-group"} {
 		ex := examples.Must(name)
-		out = append(out, buildRequest(addr, "/openim/"+ex.Command, openimHeader, ex.Body))
+		out = append(out, buildRequest(addr, a.openimPath(ex.Command), a.openimHeader(), ex.Body))
 	}
 	return out
 }
@@ -118,6 +121,11 @@ func run(cfg config) (*report, error) {
 	}
 	defer os.RemoveAll(tmp)
 	dataDir := func(name string) string { return filepath.Join(tmp, name) }
+	if cfg.Auth {
+		if cfg.auth, err = newBenchAuth(tmp); err != nil {
+			return nil, err
+		}
+	}
 
 	// 1. Baseline.
 	step("baseline")
@@ -125,7 +133,7 @@ func run(cfg config) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	baseRes, baseCPU, err := loadServer(ctx, cfg, base, "baseline", afterRequests(base.httpAddr), cfg.Conns, 0)
+	baseRes, baseCPU, err := loadServer(ctx, cfg, base, "baseline", afterRequests(base.httpAddr, nil), cfg.Conns, 0)
 	base.stop()
 	if err != nil {
 		return nil, err
@@ -181,18 +189,18 @@ func step(name string) { fmt.Fprintf(os.Stderr, "bench: %s\n", name) }
 // ingest: after-callbacks as fast as they are answered, one acking group, and the bridge's memory.
 func ingest(ctx context.Context, cfg config, dir string, rep *report, baseRes loadResult) error {
 	step("ingest")
-	br, err := startBridge(cfg.Bridge, dir, false, cfg.Profile != "")
+	br, err := startBridge(cfg.Bridge, dir, false, cfg.Profile != "", cfg.auth.bridgeArgs()...)
 	if err != nil {
 		return err
 	}
 	idle, _ := br.rss()
 	rec := &receipts{}
-	sub, err := subscribe(br.grpcAddr, &pb.Subscription{Group: "bench"}, rec)
+	sub, err := subscribe(br.grpcAddr, cfg.auth, &pb.Subscription{Group: "bench"}, rec)
 	if err != nil {
 		br.stop()
 		return err
 	}
-	ingRes, cpu, err := loadServer(ctx, cfg, br, "ingest", afterRequests(br.httpAddr), cfg.Conns, 0)
+	ingRes, cpu, err := loadServer(ctx, cfg, br, "ingest", afterRequests(br.httpAddr, cfg.auth), cfg.Conns, 0)
 	_, peak := br.rss()
 	sub.close()
 	br.stop()
@@ -261,14 +269,14 @@ func warmAndLoad(ctx context.Context, cfg config, addr string, reqs []request, c
 func fanOut(ctx context.Context, cfg config, dir string, n int) (tput loadResult, e2e []time.Duration, gen loadResult, err error) {
 	err = withBridge(cfg, dir+"-tput", false, n, nil, func(br *server, _ *receipts) error {
 		var err error
-		tput, err = warmAndLoad(ctx, cfg, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0)
+		tput, err = warmAndLoad(ctx, cfg, br.httpAddr, afterRequests(br.httpAddr, cfg.auth), cfg.Conns, 0)
 		return err
 	})
 	if err != nil {
 		return tput, nil, gen, err
 	}
 	err = withBridge(cfg, dir+"-e2e", cfg.Pin, n, nil, func(br *server, rec *receipts) error {
-		reqs := afterRequests(br.httpAddr)
+		reqs := afterRequests(br.httpAddr, cfg.auth)
 		if _, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.E2ERate, cfg.Warmup, 0); err != nil {
 			return err
 		}
@@ -291,16 +299,16 @@ func fanOut(ctx context.Context, cfg config, dir string, n int) (tput loadResult
 // verdictDecider is the deciding subscriber of the verdict runs; it allows at once.
 var verdictDecider = &pb.Subscription{Group: "decider", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}}}
 
-func beforeRequests(addr string) []request {
+func beforeRequests(addr string, a *benchAuth) []request {
 	ex := examples.Must("openim-before-set-group-info-ex")
-	return []request{buildRequest(addr, "/openim/"+ex.Command, openimHeader, ex.Body)}
+	return []request{buildRequest(addr, a.openimPath(ex.Command), a.openimHeader(), ex.Body)}
 }
 
 // verdictRoundTrip: before-callbacks at a fixed rate with one decider that allows at once.
 func verdictRoundTrip(ctx context.Context, cfg config, dir string) (res loadResult, cpu time.Duration, err error) {
 	err = withBridge(cfg, dir, cfg.Pin, 0, verdictDecider, func(br *server, _ *receipts) error {
 		var err error
-		res, cpu, err = loadServer(ctx, cfg, br, "verdict", beforeRequests(br.httpAddr), cfg.OpenConns, cfg.VerdictRate)
+		res, cpu, err = loadServer(ctx, cfg, br, "verdict", beforeRequests(br.httpAddr, cfg.auth), cfg.OpenConns, cfg.VerdictRate)
 		return err
 	})
 	return res, cpu, err
@@ -320,25 +328,25 @@ func verdictFloor(ctx context.Context, cfg config) (res loadResult, cpu time.Dur
 		}
 		defer undo()
 	}
-	sub, err := subscribe(fl.grpcAddr, verdictDecider, nil)
+	sub, err := subscribe(fl.grpcAddr, nil, verdictDecider, nil)
 	if err != nil {
 		return res, 0, err
 	}
 	defer sub.close()
-	return loadServer(ctx, cfg, fl, "verdict-floor", beforeRequests(fl.httpAddr), cfg.OpenConns, cfg.VerdictRate)
+	return loadServer(ctx, cfg, fl, "verdict-floor", beforeRequests(fl.httpAddr, nil), cfg.OpenConns, cfg.VerdictRate)
 }
 
 // backlogDrain stores cfg.Backlog events with no subscriber, then times one group draining them.
 func backlogDrain(ctx context.Context, cfg config, dir string) (float64, error) {
 	var rate float64
 	err := withBridge(cfg, dir, false, 0, nil, func(br *server, _ *receipts) error {
-		if _, err := load(ctx, br.httpAddr, afterRequests(br.httpAddr), cfg.Conns, 0, time.Hour, cfg.Backlog); err != nil {
+		if _, err := load(ctx, br.httpAddr, afterRequests(br.httpAddr, cfg.auth), cfg.Conns, 0, time.Hour, cfg.Backlog); err != nil {
 			return err
 		}
 		rec := &receipts{}
 		defer profile(cfg, br, "backlog")()
 		start := time.Now()
-		sub, err := subscribe(br.grpcAddr, &pb.Subscription{Group: "drain", MaxInFlight: 1024}, rec)
+		sub, err := subscribe(br.grpcAddr, cfg.auth, &pb.Subscription{Group: "drain", MaxInFlight: 1024}, rec)
 		if err != nil {
 			return err
 		}
@@ -355,7 +363,7 @@ func backlogDrain(ctx context.Context, cfg config, dir string) (float64, error) 
 // withBridge starts a bridge with n acking groups (and a decider), pinning both sides when asked,
 // runs f, and stops everything.
 func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscription, f func(*server, *receipts) error) error {
-	br, err := startBridge(cfg.Bridge, dir, pin, cfg.Profile != "")
+	br, err := startBridge(cfg.Bridge, dir, pin, cfg.Profile != "", cfg.auth.bridgeArgs()...)
 	if err != nil {
 		return err
 	}
@@ -375,14 +383,14 @@ func withBridge(cfg config, dir string, pin bool, n int, decider *pb.Subscriptio
 		}
 	}()
 	for i := 0; i < n; i++ {
-		s, err := subscribe(br.grpcAddr, &pb.Subscription{Group: fmt.Sprintf("group%d", i)}, rec)
+		s, err := subscribe(br.grpcAddr, cfg.auth, &pb.Subscription{Group: fmt.Sprintf("group%d", i)}, rec)
 		if err != nil {
 			return err
 		}
 		subs = append(subs, s)
 	}
 	if decider != nil {
-		s, err := subscribe(br.grpcAddr, decider, nil)
+		s, err := subscribe(br.grpcAddr, cfg.auth, decider, nil)
 		if err != nil {
 			return err
 		}

@@ -114,9 +114,9 @@ func startSelf(mode string, pin bool) (*server, error) {
 var listenRE = regexp.MustCompile(`msg="(http|grpc|debug) listening" addr=(\S+)`)
 
 // startBridge runs `imbridge serve` on loopback port 0 with a fresh data dir.
-func startBridge(bin, dataDir string, pin, debug bool) (*server, error) {
-	args := []string{"serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
-		"--data-dir", dataDir, "--log-level", "info"}
+func startBridge(bin, dataDir string, pin, debug bool, extra ...string) (*server, error) {
+	args := append([]string{"serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
+		"--data-dir", dataDir, "--log-level", "info"}, extra...)
 	if debug {
 		args = append(args, "--debug-addr", "127.0.0.1:0")
 	}

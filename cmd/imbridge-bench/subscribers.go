@@ -54,13 +54,13 @@ type subscriber struct {
 	done   chan error
 }
 
-// subscribe opens a group member. It returns once the bridge confirmed the subscription.
-func subscribe(addr string, sub *pb.Subscription, rec *receipts) (*subscriber, error) {
+// subscribe opens a group member, with a's token (nil: none). It returns once the bridge confirmed the subscription.
+func subscribe(addr string, a *benchAuth, sub *pb.Subscription, rec *receipts) (*subscriber, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(a.subscriberContext(context.Background()))
 	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
 	if err == nil {
 		err = stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}})
