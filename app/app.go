@@ -66,7 +66,9 @@ type Config struct {
 	// SIGHUP and when they change. ClientCA (PEM) lets subscribers authenticate with a client
 	// certificate on the gRPC port (auth.Subscriber.CertCN).
 	TLSCert, TLSKey, ClientCA string
-	ShutdownTimeout           time.Duration
+	// MaxSubscribers bounds the Subscribe streams served at once; default server.DefaultMaxSubscribers.
+	MaxSubscribers  int
+	ShutdownTimeout time.Duration
 	// DebugAddr, if set, serves net/http/pprof there (keep it on loopback).
 	DebugAddr string
 	Logger    *slog.Logger
@@ -149,7 +151,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := server.New(server.Options{Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg})
+	srv, err := server.New(server.Options{Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg, MaxSubscribers: cfg.MaxSubscribers})
 	if err != nil {
 		return err
 	}

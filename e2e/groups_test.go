@@ -129,3 +129,19 @@ func waitGroupIdle(t *testing.T, b *bridgetest.Bridge, group string) {
 	t.Helper()
 	bridgetest.WaitFor(t, "group "+group+" idle", func() bool { return b.Server.Members(group) == 0 })
 }
+
+// TestMaxSubscribers: one Subscribe stream past --max-subscribers gets ResourceExhausted; once a
+// subscriber has left, a new one is taken.
+func TestMaxSubscribers(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{MaxSubscribers: 2})
+	first := b.Subscribe(t, &pb.Subscription{})
+	b.Subscribe(t, &pb.Subscription{Group: "g"})
+	if err := subscribeErr(t, b, &pb.Subscription{}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("third subscriber: %v; want ResourceExhausted", err)
+	}
+	first.Cancel()
+	_ = first.End()
+	bridgetest.WaitFor(t, "a subscriber counted out", func() bool { return b.Server.Subscribers() < 2 })
+	b.Subscribe(t, &pb.Subscription{})
+}

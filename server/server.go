@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,8 +22,9 @@ import (
 
 // Subscriber defaults.
 const (
-	DefaultAckWait     = 30 * time.Second
-	DefaultMaxInFlight = 256
+	DefaultAckWait        = 30 * time.Second
+	DefaultMaxInFlight    = 256
+	DefaultMaxSubscribers = 1000
 )
 
 // An event is stored as one message of the event log and delivered as one gRPC message. gRPC
@@ -49,6 +51,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer takes the server's Prometheus metrics. Nil: they are not exported.
 	Registerer prometheus.Registerer
+	// MaxSubscribers bounds the Subscribe streams served at once (each holds its unacked events);
+	// one more gets ResourceExhausted. Default DefaultMaxSubscribers.
+	MaxSubscribers int
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -73,6 +78,8 @@ type Server struct {
 	stop    context.CancelFunc
 	closeMu sync.Mutex
 	closing bool // no new subscriber once set; guarded by closeMu
+	nsubs   int  // subscribers connected; guarded by closeMu
+	maxSubs int
 	subs    sync.WaitGroup
 }
 
@@ -105,6 +112,7 @@ func New(opts Options) (*Server, error) {
 		verdicts: router,
 		deciders: newDeciders(),
 		metrics:  mets,
+		maxSubs:  cmp.Or(opts.MaxSubscribers, DefaultMaxSubscribers),
 
 		maxEventBytes: int(min(opts.Log.MaxMessageBytes()-logHeaderRoom, MaxDeliveredEventBytes)),
 

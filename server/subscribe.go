@@ -36,10 +36,10 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	if err := auth.AllowSubscription(stream.Context(), sub); err != nil {
 		return err
 	}
-	if !s.enter() {
-		return status.Error(codes.Unavailable, "bridge shutting down")
+	if err := s.enter(); err != nil {
+		return err
 	}
-	defer s.subs.Done()
+	defer s.leave()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
@@ -121,15 +121,27 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	return nil
 }
 
-// enter counts a subscriber in, unless the server is closing.
-func (s *Server) enter() bool {
+// enter counts a subscriber in, unless the server is closing or serves its most subscribers.
+func (s *Server) enter() error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closing {
-		return false
+		return status.Error(codes.Unavailable, "bridge shutting down")
 	}
+	if s.nsubs >= s.maxSubs {
+		return status.Errorf(codes.ResourceExhausted, "the bridge serves %d subscribers, its most (--max-subscribers): try again later or another instance", s.nsubs)
+	}
+	s.nsubs++
 	s.subs.Add(1)
-	return true
+	return nil
+}
+
+// leave counts a subscriber out.
+func (s *Server) leave() {
+	s.closeMu.Lock()
+	s.nsubs--
+	s.closeMu.Unlock()
+	s.subs.Done()
 }
 
 func nonCatchAll(subjects []string) []string {
@@ -633,4 +645,11 @@ func (m *member) release() {
 		delete(m.records, seq)
 	}
 	clear(m.pending)
+}
+
+// Subscribers is how many Subscribe streams this instance serves.
+func (s *Server) Subscribers() int {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	return s.nsubs
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/imbridge/imbridge/app"
 	"github.com/imbridge/imbridge/gateway"
+	"github.com/imbridge/imbridge/server"
 )
 
 func serve(ctx context.Context, args []string) error {
@@ -26,6 +27,7 @@ func serve(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Reflection, "reflection", "auto", "gRPC reflection: on, off, or auto (on unless subscriber tokens are configured)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on both ports; read again on SIGHUP and when it changes")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
+	fs.IntVar(&cfg.MaxSubscribers, "max-subscribers", server.DefaultMaxSubscribers, "most Subscribe streams served at once; one more gets RESOURCE_EXHAUSTED")
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA certificates: subscribers may authenticate with a client certificate they signed (cert_cn)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve pprof on this address (e.g. 127.0.0.1:6060); off when empty")

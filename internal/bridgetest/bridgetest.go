@@ -43,6 +43,8 @@ type Options struct {
 	Gateway gateway.Options
 	// Auth: who may call (callers and subscribers), as in the --config file. Zero: anyone.
 	Auth auth.Config
+	// MaxSubscribers: server.Options.MaxSubscribers.
+	MaxSubscribers int
 }
 
 // Bridge is a running in-process bridge.
@@ -72,7 +74,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 		t.Fatalf("open event log: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := server.New(server.Options{Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg})
+	srv, err := server.New(server.Options{Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg, MaxSubscribers: opts.MaxSubscribers})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
