@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -132,6 +133,9 @@ func New(c Config) (*Rules, error) {
 		if o.BasicUser == "" || o.BasicPasswordSHA256 == "" {
 			return nil, errors.New("callers.openim: basic_user and basic_password_sha256 go together")
 		}
+		if strings.Contains(o.BasicUser, ":") {
+			return nil, errors.New("callers.openim.basic_user: a user name in Basic auth cannot hold ':'")
+		}
 		if r.openim.basicPass, err = sha256Hex(o.BasicPasswordSHA256); err != nil {
 			return nil, fmt.Errorf("callers.openim.basic_password_sha256: %w", err)
 		}
@@ -211,6 +215,11 @@ func (r *Rules) Open() []string {
 	}
 	if !r.tencent.configured {
 		open = append(open, "Tencent callbacks (HTTP): anyone who reaches the HTTP port")
+	}
+	for _, app := range slices.Sorted(maps.Keys(r.tencent.apps)) {
+		if r.tencent.apps[app] == "" {
+			open = append(open, "Tencent app "+app+" (no token: its callbacks are not signed, and SdkAppids are not secret)")
+		}
 	}
 	if !r.SubscribersConfigured() {
 		open = append(open, "gRPC (subscribe, decide, post callbacks): anyone who reaches the gRPC port")

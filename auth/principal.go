@@ -56,6 +56,10 @@ func newPrincipal(s Subscriber) (*Principal, error) {
 	return p, nil
 }
 
+// MayManageGroups reports whether the subscriber has the admin scope: it may replace a consumer
+// group's settings (and, later, manage groups).
+func (p *Principal) MayManageGroups() bool { return p.admin }
+
 type principalKey struct{}
 
 // WithPrincipal returns ctx carrying p.

@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,11 +28,22 @@ const (
 	openimUser, openimPass, openimPath = "imbridge", "s3cret", "p4th"
 	tencentApp, tencentToken           = "1400000000", "xxxxyyyy"
 	tokenFull, tokenAudit, tokenNoPost = "imb_full", "imb_audit", "imb_nopost"
+	tokenAdmin                         = "imb_admin"
 )
 
 func guardedBridge(t *testing.T) *bridgetest.Bridge {
 	t.Helper()
-	return bridgetest.Start(t, bridgetest.Options{Auth: auth.Config{
+	return guardedBridgeLogging(t, nil)
+}
+
+// guardedBridgeLogging is guardedBridge writing its log to w (nil: discarded).
+func guardedBridgeLogging(t *testing.T, w io.Writer) *bridgetest.Bridge {
+	t.Helper()
+	var logger *slog.Logger
+	if w != nil {
+		logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return bridgetest.Start(t, bridgetest.Options{Logger: logger, Auth: auth.Config{
 		Callers: auth.Callers{
 			OpenIM: auth.OpenIMCaller{BasicUser: openimUser, BasicPasswordSHA256: auth.HashSecret(openimPass),
 				PathSecretSHA256: auth.HashSecret(openimPath), AllowCIDRs: []string{"127.0.0.0/8", "::1"}},
@@ -38,8 +53,27 @@ func guardedBridge(t *testing.T) *bridgetest.Bridge {
 			{Name: "full", TokenSHA256: auth.HashSecret(tokenFull), Scopes: auth.Scopes{Groups: []string{"*"}, Tail: true, Decide: true, Post: true}},
 			{Name: "audit", TokenSHA256: auth.HashSecret(tokenAudit), Scopes: auth.Scopes{Groups: []string{"audit"}, Sources: []string{"openim"}}},
 			{Name: "nopost", TokenSHA256: auth.HashSecret(tokenNoPost), Scopes: auth.Scopes{Groups: []string{"*"}, Tail: true}},
+			{Name: "admin", TokenSHA256: auth.HashSecret(tokenAdmin), Scopes: auth.Scopes{Groups: []string{"*"}, Admin: true}},
 		},
 	}})
+}
+
+// syncBuffer is a log sink several goroutines write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func basicAuth(user, pass string) http.Header {
@@ -59,11 +93,12 @@ func tencentQuery(app, token string, at time.Time) string {
 // refused caller gets its vendor's error body and nothing is stored.
 func TestAuthHTTP(t *testing.T) {
 	t.Parallel()
-	b := guardedBridge(t)
+	var logs syncBuffer
+	b := guardedBridgeLogging(t, &logs)
 	quit := []byte(`{"callbackCommand":"callbackAfterQuitGroupCommand","groupID":"G1","userID":"u"}`)
 	exit := []byte(`{"CallbackCommand":"Group.CallbackAfterMemberExit","GroupId":"@TGS#1","ExitType":"Quit","ExitMemberList":[{"Member_Account":"u"}]}`)
 	now := time.Now()
-	openimPath := "/openim/" + openimPath + "/callbackAfterQuitGroupCommand"
+	quitPath := "/openim/" + openimPath + "/callbackAfterQuitGroupCommand"
 	stored := streamMsgs(t, b)
 	for _, tt := range []struct {
 		name   string
@@ -72,12 +107,12 @@ func TestAuthHTTP(t *testing.T) {
 		body   []byte
 		want   int
 	}{
-		{"openim: no credentials", openimPath, nil, quit, http.StatusUnauthorized},
-		{"openim: wrong password", openimPath, basicAuth(openimUser, "s3cre"), quit, http.StatusUnauthorized},
-		{"openim: wrong user", openimPath, basicAuth("root", openimPass), quit, http.StatusUnauthorized},
+		{"openim: no credentials", quitPath, nil, quit, http.StatusUnauthorized},
+		{"openim: wrong password", quitPath, basicAuth(openimUser, "s3cre"), quit, http.StatusUnauthorized},
+		{"openim: wrong user", quitPath, basicAuth("root", openimPass), quit, http.StatusUnauthorized},
 		{"openim: no path secret", "/openim/callbackAfterQuitGroupCommand", basicAuth(openimUser, openimPass), quit, http.StatusUnauthorized},
 		{"openim: wrong path secret", "/openim/p4tH/callbackAfterQuitGroupCommand", basicAuth(openimUser, openimPass), quit, http.StatusUnauthorized},
-		{"openim: a subscriber token is no caller's", openimPath, http.Header{"Authorization": {"Bearer " + tokenFull}}, quit, http.StatusUnauthorized},
+		{"openim: a subscriber token is no caller's", quitPath, http.Header{"Authorization": {"Bearer " + tokenFull}}, quit, http.StatusUnauthorized},
 		{"tencent: unsigned", tencentQuery(tencentApp, "", now), nil, exit, http.StatusUnauthorized},
 		{"tencent: other app", tencentQuery("1400000009", tencentToken, now), nil, exit, http.StatusForbidden},
 		{"tencent: wrong token", tencentQuery(tencentApp, "yyyyxxxx", now), nil, exit, http.StatusUnauthorized},
@@ -101,11 +136,9 @@ func TestAuthHTTP(t *testing.T) {
 	// A refused before-set-group-info gets a refusal: an actionCode 1 answer without the group's
 	// fields would blank the group (OpenIM copies them back), and the caller's body is not trusted.
 	status, out := b.Post(t, http.MethodPost, "/openim/"+openimPath+"/callbackBeforeSetGroupInfoExCommand", nil, []byte(`{"groupID":"G1","groupName":"x"}`))
-	if status != http.StatusUnauthorized || !strings.Contains(string(out), `"nextCode":1`) {
-		t.Errorf("refused before-set-group-info: %d %s; want 401 refusing", status, out)
-	}
+	assertOpenIMRefusal(t, status, out)
 	// The right credentials.
-	if status, out := b.Post(t, http.MethodPost, openimPath, basicAuth(openimUser, openimPass), quit); status != http.StatusOK {
+	if status, out := b.Post(t, http.MethodPost, quitPath, basicAuth(openimUser, openimPass), quit); status != http.StatusOK {
 		t.Errorf("openim with credentials: %d %s", status, out)
 	}
 	if status, out := b.Post(t, http.MethodPost, tencentQuery(tencentApp, tencentToken, now), nil, exit); status != http.StatusOK {
@@ -115,6 +148,58 @@ func TestAuthHTTP(t *testing.T) {
 		if status, _ := b.Post(t, http.MethodGet, path, nil, nil); status != http.StatusOK {
 			t.Errorf("GET %s: %d; want 200 (operators' endpoints are not callers')", path, status)
 		}
+	}
+	// The path secret in every place a curious operator or an attacker may put it.
+	for _, path := range []string{"/openim/" + openimPath, "/openim/" + openimPath + "/", "/openim//" + openimPath + "//", "/openim/x/" + openimPath} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			b.Post(t, method, path, nil, nil)
+		}
+	}
+	for _, secret := range []string{openimPass, openimPath, tencentToken, tokenFull} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log names a secret (%s):\n%s", secret, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "callback rejected") {
+		t.Error("no refusal was logged")
+	}
+}
+
+// assertOpenIMRefusal: a refusal in OpenIM's format (actionCode 0, nextCode 1).
+func assertOpenIMRefusal(t *testing.T, status int, out []byte) {
+	t.Helper()
+	if status != http.StatusUnauthorized || !strings.Contains(string(out), `"actionCode":0`) || !strings.Contains(string(out), `"nextCode":1`) {
+		t.Errorf("refused before-set-group-info: %d %s; want 401 refusing", status, out)
+	}
+}
+
+// TestAuthGroupSettings: a token may join a group within its scopes, but replacing the settings of
+// a group that exists (its filter, decide, ack wait) takes the admin scope: a narrower filter set by
+// one token would make the group skip events its owner should get.
+func TestAuthGroupSettings(t *testing.T) {
+	t.Parallel()
+	b := guardedBridge(t)
+	if code, msg := subscribeCode(t, b, tokenFull, &pb.Subscription{Group: "billing", Decide: true}); code != codes.OK {
+		t.Fatalf("owner: %v %s", code, msg)
+	}
+	bridgetest.WaitFor(t, "owner gone", func() bool { return b.Server.Members("billing") == 0 })
+	for _, tt := range []struct {
+		name, token string
+		sub         *pb.Subscription
+		want        codes.Code
+	}{
+		{"narrower filter", tokenNoPost, &pb.Subscription{Group: "billing", Filter: &pb.EventFilter{GroupIds: []string{"X"}}}, codes.FailedPrecondition},
+		{"decide off", tokenNoPost, &pb.Subscription{Group: "billing"}, codes.FailedPrecondition},
+		{"same settings", tokenFull, &pb.Subscription{Group: "billing", Decide: true}, codes.OK},
+	} {
+		code, msg := subscribeCode(t, b, tt.token, tt.sub)
+		if code != tt.want {
+			t.Errorf("%s: %v %s; want %v", tt.name, code, msg, tt.want)
+		}
+		bridgetest.WaitFor(t, "member gone", func() bool { return b.Server.Members("billing") == 0 })
+	}
+	if code, msg := subscribeCode(t, b, tokenAdmin, &pb.Subscription{Group: "billing"}); code != codes.OK {
+		t.Errorf("admin replacing the settings: %v %s", code, msg)
 	}
 }
 

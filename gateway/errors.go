@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -18,13 +19,11 @@ import (
 
 // fail answers a request the bridge could not take, in the vendor's format (for OpenIM, see
 // server.OpenIMErrorAnswer). Tencent treats a non-200 status as a failed callback.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpStatus int, msg string) {
-	// The command is the path's last segment (never OpenIM's path secret, which comes before it),
-	// or Tencent's CallbackCommand before the path is rewritten.
-	command := path.Base(cleanPath(r.URL.Path))
-	if v == vendorTencent && command == "tencent" {
-		command = r.URL.Query().Get("CallbackCommand")
-	}
+//
+// command is the callback's command once the caller passed the checks, "" before: it is logged, and
+// the path it would come from may still hold OpenIM's path secret. The OpenIM answer's shape
+// follows the path's last segment all the same (the answer goes back to whoever sent the path).
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, command string, httpStatus int, msg string) {
 	if httpStatus >= 500 {
 		h.opts.Logger.Warn("callback failed", "vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
 	} else {
@@ -37,7 +36,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, httpSta
 		if ci := server.CallInfoFrom(r.Context()); ci != nil {
 			reqBody = ci.Body
 		}
-		body, _ = wirejson.Marshal(server.OpenIMErrorAnswer(command, reqBody, int32(httpStatus), msg))
+		body, _ = wirejson.Marshal(server.OpenIMErrorAnswer(cmp.Or(command, path.Base(cleanPath(r.URL.Path))), reqBody, int32(httpStatus), msg))
 	case vendorTencent:
 		body, _ = wirejson.Marshal(&pb.TencentCallbackResponse{ActionStatus: "FAIL", ErrorCode: int32(httpStatus), ErrorInfo: msg})
 	default:
@@ -54,12 +53,12 @@ func (h *Handler) rpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Mar
 	if s.Code() == codes.ResourceExhausted {
 		httpStatus = http.StatusRequestEntityTooLarge // the callback services' only use of it
 	}
-	h.fail(w, r, vendorOf(r.URL.Path), httpStatus, s.Message())
+	h.fail(w, r, vendorOf(r.URL.Path), path.Base(r.URL.Path), httpStatus, s.Message()) // the path as rewritten: /openim/{command}
 }
 
 // routingError is the mux's handler for paths and methods it has no route for.
 func (h *Handler) routingError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
-	h.fail(w, r, vendorOf(r.URL.Path), httpStatus, http.StatusText(httpStatus))
+	h.fail(w, r, vendorOf(r.URL.Path), path.Base(r.URL.Path), httpStatus, http.StatusText(httpStatus))
 }
 
 func vendorOf(path string) vendor {

@@ -136,7 +136,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, rest string, received time.Time) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		h.fail(w, r, v, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: callbacks are POST")
+		h.fail(w, r, v, "", http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: callbacks are POST")
 		return
 	}
 	md := &pb.RequestMetadata{RemoteAddr: r.RemoteAddr}
@@ -149,13 +149,13 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 		if h.opts.Auth != nil {
 			cmd, ref := h.opts.Auth.CheckOpenIM(r.RemoteAddr, r.Header, rest)
 			if ref != nil {
-				h.refuse(w, r, v, ref)
+				h.refuse(w, r, v, "", ref)
 				return
 			}
 			command = cmd
 		}
 		if command == "" || strings.Contains(command, "/") {
-			h.fail(w, r, v, http.StatusNotFound, "path must be /openim/{command}")
+			h.fail(w, r, v, "", http.StatusNotFound, "path must be /openim/{command}")
 			return
 		}
 	case vendorTencent:
@@ -166,18 +166,18 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			command = rest
 		}
 		if command == "" || strings.Contains(command, "/") {
-			h.fail(w, r, v, http.StatusBadRequest, "missing CallbackCommand query parameter")
+			h.fail(w, r, v, "", http.StatusBadRequest, "missing CallbackCommand query parameter")
 			return
 		}
 		if h.opts.Auth != nil {
 			if ref := h.opts.Auth.CheckTencent(r.RemoteAddr, q, received); ref != nil {
-				h.refuse(w, r, v, ref)
+				h.refuse(w, r, v, command, ref)
 				return
 			}
 		}
 	}
 	if r.ContentLength > h.opts.MaxBodyBytes {
-		h.fail(w, r, v, http.StatusRequestEntityTooLarge, "body larger than the limit")
+		h.fail(w, r, v, command, http.StatusRequestEntityTooLarge, "body larger than the limit")
 		return
 	}
 	// The body is read whole (it is stored as the event's raw body) into a pooled buffer: nothing
@@ -188,11 +188,11 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 	body, err := readBody(*buf, r.Body, h.opts.MaxBodyBytes)
 	*buf = body
 	if err != nil {
-		h.fail(w, r, v, http.StatusBadRequest, "read body: "+err.Error())
+		h.fail(w, r, v, command, http.StatusBadRequest, "read body: "+err.Error())
 		return
 	}
 	if int64(len(body)) > h.opts.MaxBodyBytes {
-		h.fail(w, r, v, http.StatusRequestEntityTooLarge, "body larger than the limit")
+		h.fail(w, r, v, command, http.StatusRequestEntityTooLarge, "body larger than the limit")
 		return
 	}
 	ctx := server.WithCallInfo(r.Context(), &server.CallInfo{Body: body, Received: received, Metadata: md})
@@ -208,11 +208,11 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 }
 
 // refuse answers a caller that auth refused: 401 asks OpenIM's client for Basic credentials.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, v vendor, ref *auth.Refusal) {
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, v vendor, command string, ref *auth.Refusal) {
 	if ref.Status == http.StatusUnauthorized && v == vendorOpenIM {
 		w.Header().Set("WWW-Authenticate", `Basic realm="imbridge", charset="UTF-8"`)
 	}
-	h.fail(w, r, v, ref.Status, ref.Msg)
+	h.fail(w, r, v, command, ref.Status, ref.Msg)
 }
 
 // readBody appends r to b until EOF or until it holds more than limit bytes.

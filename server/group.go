@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/imbridge/imbridge/auth"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -87,6 +88,13 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v): members of a group must agree",
 			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration())
+	}
+	// Replacing a group's settings changes what every member gets from then on (a narrower filter
+	// skips events the group would have had): where subscribers have tokens, that takes admin.
+	if p := auth.FromContext(ctx); p != nil && !p.MayManageGroups() {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"consumer group %s exists with other settings (filter %v, decide %v, ack_wait %v); subscriber %s may not replace them (scope admin)",
+			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), p.Name)
 	}
 	cfg := info.Config
 	cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject, cfg.Metadata = want.AckWait, want.FilterSubjects, "", want.Metadata

@@ -85,7 +85,11 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	}}); err != nil {
 		return err
 	}
-	s.logger.Info("subscriber joined", "group", sub.Group, "decide", m.sub.Decide)
+	who := "(no token)"
+	if p := auth.FromContext(stream.Context()); p != nil {
+		who = p.Name
+	}
+	s.logger.Info("subscriber joined", "group", sub.Group, "decide", m.sub.Decide, "subscriber", who)
 	defer s.logger.Info("subscriber left", "group", sub.Group)
 
 	recvDone := make(chan error, 1)

@@ -195,6 +195,12 @@ func TestSurvivesHardKill(t *testing.T) {
 func TestServeHealth(t *testing.T) {
 	t.Parallel()
 	p := startServe(t, t.TempDir())
+	// With nothing configured every door is open, and the bridge says so for each.
+	for _, door := range []string{"OpenIM callbacks", "Tencent callbacks", "gRPC"} {
+		if !strings.Contains(p.logText(), "OPEN: no authentication configured for "+door) {
+			t.Errorf("no warning that %s are open:\n%s", door, p.logText())
+		}
+	}
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		resp, err := http.Get("http://" + p.httpAddr + path)
 		if err != nil {

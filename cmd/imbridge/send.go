@@ -71,7 +71,18 @@ func send(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "POST %s\n%s\n%s\n", target, resp.Status, bytes.TrimSpace(body))
+	shown := target // without the secrets it may hold
+	if u, err := url.Parse(target); err == nil {
+		if *pathSecret != "" {
+			u.Path = strings.Replace(u.Path, "/"+*pathSecret+"/", "/xxxxx/", 1)
+		}
+		if q := u.Query(); q.Has("Sign") {
+			q.Set("Sign", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		shown = u.Redacted()
+	}
+	fmt.Fprintf(out, "POST %s\n%s\n%s\n", shown, resp.Status, bytes.TrimSpace(body))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("bridge answered %s", resp.Status)
 	}

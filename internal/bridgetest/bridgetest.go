@@ -45,6 +45,8 @@ type Options struct {
 	Auth auth.Config
 	// MaxSubscribers: server.Options.MaxSubscribers.
 	MaxSubscribers int
+	// Logger of the bridge; default: discarded.
+	Logger *slog.Logger
 }
 
 // Bridge is a running in-process bridge.
@@ -68,7 +70,10 @@ func Start(t testing.TB, opts Options) *Bridge {
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	log, err := eventlog.Open(ctx, eventlog.Options{DataDir: opts.DataDir, URL: opts.NATSURL, Logger: logger})
 	if err != nil {
 		t.Fatalf("open event log: %v", err)
