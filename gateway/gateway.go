@@ -1,8 +1,9 @@
 // Package gateway is the HTTP side of imbridge: the URLs IM servers post callbacks to. It is
 // grpc-gateway's ServeMux, with the callback services registered in-process, inside a thin handler
 // that does what the mux cannot: Tencent's dispatch on ?CallbackCommand=, OpenIM's "//command" paths,
-// method and body-size checks, Tencent's SdkAppid and Sign checks, and vendor-format error bodies.
-// It does not store events or decide anything: that is the server package's work.
+// method and body-size checks, asking the auth package whether the caller is the IM server, and
+// vendor-format error bodies. It does not store events or decide anything (the server package's
+// work), nor hold credentials (auth's).
 package gateway
 
 import (
