@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, door := range rules.Open() {
 		logger.Warn("OPEN: no authentication configured for "+door, "see", "README, Security")
 	}
-	reflect, err := reflectionOn(cfg.Reflection, rules)
+	withReflection, err := reflectionOn(cfg.Reflection, rules)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	if reflect {
+	if withReflection {
 		reflection.Register(gs)
 	}
 

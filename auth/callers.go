@@ -1,9 +1,7 @@
 package auth
 
 import (
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -100,10 +98,7 @@ func (r *Rules) CheckTencent(remoteAddr string, q url.Values, now time.Time) *Re
 
 // validTencentSign checks Sign = lowercase hex(SHA-256(token + RequestTime)), in constant time.
 func validTencentSign(token, reqTime, sign string) bool {
-	sum := sha256.Sum256([]byte(token + reqTime))
-	want := make([]byte, hex.EncodedLen(len(sum)))
-	hex.Encode(want, sum[:])
-	return subtle.ConstantTimeCompare(want, []byte(sign)) == 1
+	return subtle.ConstantTimeCompare([]byte(HashSecret(token+reqTime)), []byte(sign)) == 1
 }
 
 // hostOf is the address part of "host:port", for messages.

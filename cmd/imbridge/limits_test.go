@@ -136,7 +136,7 @@ func TestSlowClients(t *testing.T) {
 	if status != http.StatusOK {
 		t.Errorf("callback beside 500 slow clients: %d %s", status, answer)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 5*time.Second { // OpenIM's default callback timeout
 		t.Errorf("callback beside 500 slow clients took %v", d)
 	}
 }
