@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/imbridge/imbridge/auth"
@@ -40,8 +41,13 @@ const (
 	DefaultHTTPAddr        = ":8080"
 	DefaultGRPCAddr        = ":9090"
 	DefaultShutdownTimeout = 15 * time.Second
+	// DefaultMaxStreamsPerConn is HTTP/2's recommended least (RFC 9113, 6.5.2).
+	DefaultMaxStreamsPerConn = 100
 
 	subscriberCloseTimeout = 3 * time.Second
+
+	keepaliveTime    = time.Minute
+	keepaliveTimeout = 20 * time.Second
 )
 
 // Config is everything `imbridge serve` can be told.
@@ -67,8 +73,13 @@ type Config struct {
 	// certificate on the gRPC port (auth.Subscriber.CertCN).
 	TLSCert, TLSKey, ClientCA string
 	// MaxSubscribers bounds the Subscribe streams served at once; default server.DefaultMaxSubscribers.
-	MaxSubscribers  int
-	ShutdownTimeout time.Duration
+	MaxSubscribers int
+	// MaxUnackedBytes bounds what one Subscribe stream holds; default server.DefaultMaxUnackedBytes.
+	MaxUnackedBytes int
+	// MaxStreamsPerConn bounds the concurrent gRPC calls on one connection; default
+	// DefaultMaxStreamsPerConn.
+	MaxStreamsPerConn uint32
+	ShutdownTimeout   time.Duration
 	// DebugAddr, if set, serves net/http/pprof there (keep it on loopback).
 	DebugAddr string
 	Logger    *slog.Logger
@@ -151,7 +162,10 @@ func Run(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := server.New(server.Options{Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg, MaxSubscribers: cfg.MaxSubscribers})
+	srv, err := server.New(server.Options{
+		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
+		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes,
+	})
 	if err != nil {
 		return err
 	}
@@ -179,6 +193,10 @@ func Run(ctx context.Context, cfg Config) error {
 	grpcOpts := append(server.GRPCServerOptions(),
 		grpc.ChainUnaryInterceptor(rules.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(rules.StreamInterceptor()),
+		grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxStreamsPerConn, DefaultMaxStreamsPerConn)),
+		// A peer gone without closing its connection (a subscriber's host died) is found within
+		// keepaliveTime + keepaliveTimeout, and its streams end.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 	)
 	if grpcTLS != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(grpcTLS)))

@@ -6,6 +6,8 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	// rejected counts what was read from NATS and not used, by reason (the reject... constants).
 	rejected *prometheus.CounterVec
+	// tailCutoffs counts live tails cut off for falling behind.
+	tailCutoffs prometheus.Counter
 }
 
 // Reasons of imbridge_nats_rejected_total.
@@ -23,13 +25,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "imbridge_nats_rejected_total",
 			Help: "Messages and events read from NATS (the event log, verdicts between instances) that were not used because they could not be read or trusted, by reason.",
 		}, []string{"reason"}),
+		tailCutoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imbridge_tail_cutoffs_total",
+			Help: "Live tails (subscriptions without a group) cut off because they fell behind by more than --max-unacked-bytes.",
+		}),
 	}
 	for _, r := range []string{rejectRecord, rejectEvent, rejectDuplicate, rejectVerdictTo, rejectVerdict} {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		if err := reg.Register(m.rejected); err != nil {
-			return nil, err
+		for _, c := range []prometheus.Collector{m.rejected, m.tailCutoffs} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return m, nil

@@ -25,6 +25,8 @@ const (
 	DefaultAckWait        = 30 * time.Second
 	DefaultMaxInFlight    = 256
 	DefaultMaxSubscribers = 1000
+	// DefaultMaxUnackedBytes bounds what one Subscribe stream holds (Options.MaxUnackedBytes).
+	DefaultMaxUnackedBytes = 1 << 20
 )
 
 // An event is stored as one message of the event log and delivered as one gRPC message. gRPC
@@ -54,6 +56,11 @@ type Options struct {
 	// MaxSubscribers bounds the Subscribe streams served at once (each holds its unacked events);
 	// one more gets ResourceExhausted. Default DefaultMaxSubscribers.
 	MaxSubscribers int
+	// MaxUnackedBytes bounds the memory one Subscribe stream holds, in stored bytes: a group
+	// member is sent no more events while its unacked ones take that much (a pull may pass it by
+	// one log message at most); a live tail, which acks nothing, is cut off with ResourceExhausted
+	// once its events waiting to be sent take that much. Default DefaultMaxUnackedBytes.
+	MaxUnackedBytes int
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -81,6 +88,8 @@ type Server struct {
 	nsubs   int  // subscribers connected; guarded by closeMu
 	maxSubs int
 	subs    sync.WaitGroup
+	// maxUnackedBytes is Options.MaxUnackedBytes.
+	maxUnackedBytes int
 }
 
 var _ pb.EventServiceServer = (*Server)(nil)
@@ -113,6 +122,8 @@ func New(opts Options) (*Server, error) {
 		deciders: newDeciders(),
 		metrics:  mets,
 		maxSubs:  cmp.Or(opts.MaxSubscribers, DefaultMaxSubscribers),
+
+		maxUnackedBytes: cmp.Or(opts.MaxUnackedBytes, DefaultMaxUnackedBytes),
 
 		maxEventBytes: int(min(opts.Log.MaxMessageBytes()-logHeaderRoom, MaxDeliveredEventBytes)),
 

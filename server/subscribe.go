@@ -44,8 +44,8 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, recordSize: 1, freed: make(chan struct{}, 1)}
-	var next func() (jetstream.Msg, error) // the tail's iterator; groups fetch instead
+	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes}
+	var tailMsgs jetstream.MessagesContext // a live tail's; groups fetch instead
 	if sub.Group == "" {
 		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), jetstream.OrderedConsumerConfig{
 			FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
@@ -60,7 +60,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		}
 		defer it.Stop()
 		defer context.AfterFunc(ctx, it.Stop)()
-		next = func() (jetstream.Msg, error) { return it.Next() }
+		tailMsgs = it
 		m.sub = sub
 	} else {
 		var leave func()
@@ -85,11 +85,11 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	}}); err != nil {
 		return err
 	}
-	who := "(no token)"
+	m.who = "(no token)"
 	if p := auth.FromContext(stream.Context()); p != nil {
-		who = p.Name
+		m.who = p.Name
 	}
-	s.logger.Info("subscriber joined", "group", sub.Group, "decide", m.sub.Decide, "subscriber", who)
+	s.logger.Info("subscriber joined", "group", sub.Group, "decide", m.sub.Decide, "subscriber", m.who)
 	defer s.logger.Info("subscriber left", "group", sub.Group)
 
 	recvDone := make(chan error, 1)
@@ -100,8 +100,8 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 			cancel()
 		}
 	}()
-	if next != nil {
-		err = m.tail(ctx, next)
+	if tailMsgs != nil {
+		err = m.tail(ctx, tailMsgs)
 	} else {
 		err = m.fetch(ctx)
 		m.release()
@@ -161,14 +161,18 @@ type member struct {
 	sub      *pb.Subscription // the group's settings for a group member
 	stream   pb.EventService_SubscribeServer
 	max      int           // most unacked events held
+	maxBytes int           // most unacked bytes held (Options.MaxUnackedBytes)
 	undecide func()        // removes this member from the deciders; nil if not one
 	freed    chan struct{} // signalled when an ack frees a slot
 	exact    bool          // the subject filter is exact: events are sent as stored (codec.go)
+	who      string        // the subscriber's name, for the log
 
 	mu       sync.Mutex
 	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
 	records  map[uint64]*record // the same records by stream sequence; guarded by mu
 	readOnly bool               // the subscriber closed its side: it cannot ack; guarded by mu
+	// heldBytes is the size of the log messages in records; guarded by mu.
+	heldBytes int
 	// recordSize is the recent average of events per record, to size fetches; guarded by mu.
 	recordSize float64
 	ackWait    time.Duration // the group's
@@ -180,34 +184,9 @@ type member struct {
 type record struct {
 	msg      *nats.Msg // the latest delivery
 	seq      uint64
+	size     int            // of the log message
 	unacked  map[string]int // each event not acked yet: its index in the record; guarded by member.mu
 	progress time.Time      // last InProgress; guarded by member.mu
-}
-
-// tail sends a live tail's events; nothing is acked.
-func (m *member) tail(ctx context.Context, next func() (jetstream.Msg, error)) error {
-	for {
-		msg, err := next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return status.Errorf(codes.Unavailable, "live tail: %v", err)
-		}
-		var seq uint64
-		if md, err := msg.Metadata(); err == nil {
-			seq = md.Sequence.Stream
-		}
-		evs, bad, err := m.events(msg.Headers(), msg.Data(), seq)
-		if err != nil || bad > 0 {
-			m.unreadable(msg.Subject(), seq, bad, err)
-		}
-		for _, ev := range evs {
-			if err := m.stream.SendMsg(ev.response); err != nil {
-				return err
-			}
-		}
-	}
 }
 
 // fetch pulls as many events as the member has free slots, never more, so that a busy member does
@@ -228,8 +207,9 @@ func (m *member) fetch(ctx context.Context) error {
 	}
 	defer m.drain(sub, msgs)
 	next := jetstream.DefaultAPIPrefix + "CONSUMER.MSG.NEXT." + m.s.log.Stream() + "." + m.sub.Group
+	whole := false // the next record is larger than what is free: take it alone
 	for {
-		free := m.waitFree(ctx)
+		free, freeBytes := m.waitFree(ctx)
 		if free == 0 {
 			return nil // ctx ended
 		}
@@ -239,9 +219,18 @@ func (m *member) fetch(ctx context.Context) error {
 		m.mu.Lock()
 		n := max(1, int(float64(free)/m.recordSize))
 		m.mu.Unlock()
-		if err := m.pull(ctx, nc, next, sub.Subject, msgs, n); err != nil || ctx.Err() != nil {
+		// The log ends the request before a record that would pass maxBytes. That record is then
+		// taken alone, so that a large record is not held back by small ones: a member holds at most
+		// one record past maxBytes.
+		maxBytes := freeBytes
+		if whole {
+			n, maxBytes = 1, int(m.s.log.MaxMessageBytes())+pullDeliveryRoom
+		}
+		got, tooBig, err := m.pull(ctx, nc, next, sub.Subject, msgs, n, maxBytes)
+		if err != nil || ctx.Err() != nil {
 			return err
 		}
+		whole = got == 0 && tooBig
 	}
 }
 
@@ -251,42 +240,50 @@ const (
 	pullExpires   = 30 * time.Second
 	pullHeartbeat = 5 * time.Second
 	pullSlack     = 16
+	// pullDeliveryRoom is what the log counts in a delivered record besides its stored message:
+	// the subject and the ack reply subject.
+	pullDeliveryRoom = 1 << 10
 	// drainWait bounds how long a leaving member waits for the log to confirm its unsubscribe
 	// (normally one round trip to the log).
 	drainWait = time.Second
 )
 
-// pull sends one pull request for n records and delivers them as they come, until n have come, the
-// log ends the request (it expired) or ctx ends.
-func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n int) error {
-	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, n, pullExpires, pullHeartbeat)
+// pull sends one pull request for n records of at most maxBytes in all and delivers them as they
+// come, until n have come, the log ends the request (it expired, or the next record would pass
+// maxBytes: tooBig) or ctx ends. It returns how many records came.
+func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n, maxBytes int) (got int, tooBig bool, err error) {
+	req := fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d}`, n, maxBytes, pullExpires, pullHeartbeat)
 	if err := nc.PublishRequest(next, inbox, req); err != nil {
-		return status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+		return 0, false, status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
 	}
 	idle := time.NewTimer(2 * pullHeartbeat)
 	defer idle.Stop()
-	for got := 0; got < n; {
+	for got < n {
 		select {
 		case <-ctx.Done():
-			return nil
+			return got, false, nil
 		case <-idle.C:
-			return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
+			return got, false, status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
 		case msg := <-msgs:
 			if code, ok := pullStatus(msg); ok {
 				if ended, err := m.pullEnded(code, msg.Header); ended {
-					return err
+					return got, code == "409" && msg.Header.Get("Description") == pullTooBig, err
 				}
 			} else {
 				got++
 				if err := m.handle(ctx, msg); err != nil {
-					return err
+					return got, false, err
 				}
 			}
 			idle.Reset(2 * pullHeartbeat)
 		}
 	}
-	return nil
+	return got, false, nil
 }
+
+// pullTooBig describes the status that ends a pull request whose next record would pass its
+// max_bytes.
+const pullTooBig = "Message Size Exceeds MaxBytes"
 
 // pullEnded reads a status from the log: whether it ends the pull request, and the error, if any,
 // that ends the subscription with it.
@@ -297,6 +294,12 @@ func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
 		return false, nil
 	case code == "404", code == "408": // no more records for this request
 		return true, nil
+	case code == "409" && why == pullTooBig: // the next record would pass the request's max_bytes
+		return true, nil
+	case code == "409" && why == "Batch Completed":
+		// Sent after the last record of a request whose max_bytes were not used up: that request
+		// ended here when its last record came, and this status may reach the next one.
+		return false, nil
 	case code == "409" && why == "Leadership Change":
 		return true, nil
 	case code == "503": // no responders
@@ -426,7 +429,9 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 			m.pending[ev.id] = rec
 		}
 		if len(rec.unacked) > 0 {
+			rec.size = len(msg.Data) // and a few short headers
 			m.records[seq] = rec
+			m.heldBytes += rec.size
 		}
 	}
 	rec.msg = msg
@@ -463,6 +468,8 @@ func term(msg *nats.Msg, reason string) {
 type outgoing struct {
 	id       string
 	response any // *pb.SubscribeResponse or preEncoded
+	size     int // as stored
+	seq      uint64
 }
 
 // events returns the events of a log message (its header, payload and stream sequence) this member
@@ -481,7 +488,7 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 				bad++
 				continue
 			}
-			out = append(out, outgoing{id: id, response: eventResponse(b, seq)})
+			out = append(out, outgoing{id: id, response: eventResponse(b, seq), size: len(b), seq: seq})
 			continue
 		}
 		ev := new(pb.Event)
@@ -491,7 +498,7 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 		}
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
-			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}})
+			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}, size: len(b), seq: seq})
 		}
 	}
 	return out, bad, nil
@@ -509,21 +516,22 @@ func (m *member) unreadable(subject string, seq uint64, bad int, err error) {
 	m.s.logger.Error("unreadable events in an event log record: not delivered", "group", m.sub.Group, "seq", seq, "subject", subject, "events", bad)
 }
 
-// waitFree blocks until the member has a free slot and returns how many it has; 0 when ctx ends.
-func (m *member) waitFree(ctx context.Context) int {
+// waitFree blocks until the member has a free slot and holds less than maxBytes, and returns how
+// many slots and bytes it has free; 0 slots when ctx ends.
+func (m *member) waitFree(ctx context.Context) (slots, bytes int) {
 	for ctx.Err() == nil {
 		m.mu.Lock()
-		free := m.max - len(m.pending)
+		slots, bytes = m.max-len(m.pending), m.maxBytes-m.heldBytes
 		m.mu.Unlock()
-		if free > 0 {
-			return free
+		if slots > 0 && bytes > 0 {
+			return slots, bytes
 		}
 		select {
 		case <-m.freed:
 		case <-ctx.Done():
 		}
 	}
-	return 0
+	return 0, 0
 }
 
 // ack settles delivered events: it sends the verdict, if any, to the callback waiting for each, and
@@ -549,6 +557,7 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 		st := settled{msg: rec.msg, id: id, done: len(rec.unacked) == 0}
 		if st.done {
 			delete(m.records, rec.seq)
+			m.heldBytes -= rec.size
 		} else {
 			if now.IsZero() {
 				now = time.Now()
@@ -649,6 +658,7 @@ func (m *member) release() {
 		delete(m.records, seq)
 	}
 	clear(m.pending)
+	m.heldBytes = 0
 }
 
 // Subscribers is how many Subscribe streams this instance serves.

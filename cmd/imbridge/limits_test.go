@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bridgetest"
 )
@@ -185,5 +187,36 @@ func TestHugeBody(t *testing.T) {
 		}
 		c.Close()
 		<-sent
+	}
+}
+
+// TestMaxStreamsPerConn: the gRPC port announces --max-streams-per-conn in its HTTP/2 settings, so
+// that one connection cannot open streams without bound.
+func TestMaxStreamsPerConn(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir(), "--max-streams-per-conn", "7")
+	conn, err := net.Dial("tcp", p.grpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(bridgetest.Timeout))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v; want the server's settings", f)
+	}
+	if v, ok := settings.Value(http2.SettingMaxConcurrentStreams); !ok || v != 7 {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS = %d (set: %v); want 7", v, ok)
 	}
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 
@@ -28,6 +30,8 @@ func serve(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on both ports; read again on SIGHUP and when it changes")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.IntVar(&cfg.MaxSubscribers, "max-subscribers", server.DefaultMaxSubscribers, "most Subscribe streams served at once; one more gets RESOURCE_EXHAUSTED")
+	fs.IntVar(&cfg.MaxUnackedBytes, "max-unacked-bytes", server.DefaultMaxUnackedBytes, "most bytes of events one Subscribe stream holds: a group member gets no more until it acks; a live tail that far behind is cut off (RESOURCE_EXHAUSTED)")
+	maxStreams := fs.Uint("max-streams-per-conn", app.DefaultMaxStreamsPerConn, "most concurrent gRPC calls on one connection")
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA certificates: subscribers may authenticate with a client certificate they signed (cert_cn)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve pprof on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -36,6 +40,10 @@ func serve(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *maxStreams == 0 || *maxStreams > math.MaxUint32 {
+		return fmt.Errorf("--max-streams-per-conn %d: want 1 to %d", *maxStreams, uint32(math.MaxUint32))
+	}
+	cfg.MaxStreamsPerConn = uint32(*maxStreams)
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
 	}

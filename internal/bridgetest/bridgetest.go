@@ -45,6 +45,8 @@ type Options struct {
 	Auth auth.Config
 	// MaxSubscribers: server.Options.MaxSubscribers.
 	MaxSubscribers int
+	// MaxUnackedBytes: server.Options.MaxUnackedBytes.
+	MaxUnackedBytes int
 	// Logger of the bridge; default: discarded.
 	Logger *slog.Logger
 }
@@ -61,6 +63,8 @@ type Bridge struct {
 	Metrics *prometheus.Registry // the server's metrics
 	// Close stops the bridge (it also stops when the test ends).
 	Close func()
+
+	lis *bufconn.Listener
 }
 
 // Start runs a bridge until the test ends.
@@ -79,7 +83,10 @@ func Start(t testing.TB, opts Options) *Bridge {
 		t.Fatalf("open event log: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := server.New(server.Options{Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg, MaxSubscribers: opts.MaxSubscribers})
+	srv, err := server.New(server.Options{
+		Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg,
+		MaxSubscribers: opts.MaxSubscribers, MaxUnackedBytes: opts.MaxUnackedBytes,
+	})
 	if err != nil {
 		t.Fatalf("server: %v", err)
 	}
@@ -120,6 +127,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 		Server:  srv,
 		Log:     log,
 		Metrics: reg,
+		lis:     lis,
 	}
 	b.Close = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
@@ -135,6 +143,21 @@ func Start(t testing.TB, opts Options) *Bridge {
 	})
 	t.Cleanup(b.Close)
 	return b
+}
+
+// Dial opens another gRPC connection to the bridge, with opts added to the insecure credentials; it
+// is closed when the test ends.
+func (b *Bridge) Dial(t testing.TB, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///bufconn", append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return b.lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, opts...)...)
+	if err != nil {
+		t.Fatalf("grpc client: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // Post sends a request to the gateway and returns the status and body.
