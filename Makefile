@@ -14,8 +14,11 @@ BIN := bin/imbridge
 
 all: build
 
+# VERSION is what `imbridge --version` and /healthz report.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	go build -o $(BIN) ./cmd/imbridge
+	go build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/imbridge
 
 ## run: the bridge with embedded defaults (HTTP :8080, gRPC :9090, event log in ./data).
 run: build

@@ -16,9 +16,11 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -82,7 +84,11 @@ type Config struct {
 	ShutdownTimeout   time.Duration
 	// DebugAddr, if set, serves net/http/pprof there (keep it on loopback).
 	DebugAddr string
-	Logger    *slog.Logger
+	// MetricsAddr, if set, serves /metrics there instead of on the HTTP port.
+	MetricsAddr string
+	// Version is what the startup line and /healthz report.
+	Version string
+	Logger  *slog.Logger
 	// OnListening, if set, is called with the bound addresses once both listeners are open.
 	OnListening func(httpAddr, grpcAddr net.Addr)
 }
@@ -104,6 +110,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Logger = slog.Default()
 	}
 	logger := cfg.Logger
+	logger.Info("imbridge starting", "version", cfg.Version, "go", runtime.Version())
 
 	file := &File{}
 	if cfg.ConfigFile != "" {
@@ -116,11 +123,13 @@ func Run(ctx context.Context, cfg Config) error {
 				"command", cmd, "file", cfg.ConfigFile)
 		}
 		file = f
+		logger.Info("config loaded", "file", cfg.ConfigFile, "policies", len(f.Policies.Commands))
 	}
 	rules, err := authRules(cfg, file.Auth)
 	if err != nil {
 		return err
 	}
+	logger.Info("auth", rules.Summary()...)
 	for _, door := range rules.Open() {
 		logger.Warn("OPEN: no authentication configured for "+door, "see", "README, Security")
 	}
@@ -161,7 +170,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), grpcMetrics)
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	srv, err := server.New(server.Options{
 		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes,
@@ -177,22 +188,29 @@ func Run(ctx context.Context, cfg Config) error {
 			"max_body_bytes", fit, "asked", maxBody, "log_max_message_bytes", log.MaxMessageBytes())
 		maxBody = fit
 	}
-	gw, err := gateway.New(ctx, gateway.Options{
+	gwOpts := gateway.Options{
 		OpenIM:       srv.OpenIM(),
 		Tencent:      srv.Tencent(),
 		Ready:        srv.Ready,
-		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Metrics:      metricsHandler,
 		MaxBodyBytes: maxBody,
 		Auth:         rules,
+		Record:       srv.Record,
+		Version:      cfg.Version,
 		Logger:       logger,
-	})
+	}
+	if cfg.MetricsAddr != "" {
+		gwOpts.Metrics = nil
+	}
+	gw, err := gateway.New(ctx, gwOpts)
 	if err != nil {
 		return err
 	}
 
 	grpcOpts := append(server.GRPCServerOptions(),
-		grpc.ChainUnaryInterceptor(rules.UnaryInterceptor()),
-		grpc.ChainStreamInterceptor(rules.StreamInterceptor()),
+		// Metrics first, so that refused calls are counted too.
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), srv.CallbackInterceptor(), rules.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), rules.StreamInterceptor()),
 		grpc.MaxConcurrentStreams(cmp.Or(cfg.MaxStreamsPerConn, DefaultMaxStreamsPerConn)),
 		// A peer gone without closing its connection (a subscriber's host died) is found within
 		// keepaliveTime + keepaliveTimeout, and its streams end.
@@ -208,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if withReflection {
 		reflection.Register(gs)
 	}
+	grpcMetrics.InitializeMetrics(gs)
 
 	hsrv := &http.Server{
 		Handler:           gw,
@@ -218,6 +237,17 @@ func Run(ctx context.Context, cfg Config) error {
 		TLSConfig:         httpTLS,
 	}
 
+	if cfg.MetricsAddr != "" {
+		metricsLis, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics listen: %w", err)
+		}
+		defer metricsLis.Close()
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metricsHandler)
+		go func() { _ = http.Serve(metricsLis, mux) }()
+		logger.Info("metrics listening", "addr", metricsLis.Addr().String())
+	}
 	if cfg.DebugAddr != "" {
 		dbgLis, err := net.Listen("tcp", cfg.DebugAddr)
 		if err != nil {

@@ -227,6 +227,44 @@ func (r *Rules) Open() []string {
 	return open
 }
 
+// Summary says which checks are on, for the startup line: slog key-value pairs, no secret.
+func (r *Rules) Summary() []any {
+	var openim []string
+	if r.openim.basicPass != nil {
+		openim = append(openim, "basic")
+	}
+	if r.openim.pathSecret != nil {
+		openim = append(openim, "path_secret")
+	}
+	if len(r.openim.allowed) > 0 {
+		openim = append(openim, fmt.Sprintf("%d cidrs", len(r.openim.allowed)))
+	}
+	signed := 0
+	for _, token := range r.tencent.apps {
+		if token != "" {
+			signed++
+		}
+	}
+	tencent := []string{fmt.Sprintf("%d apps (%d signed)", len(r.tencent.apps), signed)}
+	if len(r.tencent.allowed) > 0 {
+		tencent = append(tencent, fmt.Sprintf("%d cidrs", len(r.tencent.allowed)))
+	}
+	if !r.tencent.configured {
+		tencent = nil
+	}
+	return []any{
+		"openim", orOpen(openim), "tencent", orOpen(tencent),
+		"subscriber_tokens", len(r.tokens), "subscriber_certs", len(r.certs),
+	}
+}
+
+func orOpen(checks []string) string {
+	if len(checks) == 0 {
+		return "open"
+	}
+	return strings.Join(checks, ", ")
+}
+
 // SubscribersConfigured reports whether the gRPC port asks subscribers who they are.
 func (r *Rules) SubscribersConfigured() bool { return len(r.tokens) > 0 || len(r.certs) > 0 }
 

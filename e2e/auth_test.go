@@ -160,8 +160,8 @@ func TestAuthHTTP(t *testing.T) {
 			t.Errorf("the log names a secret (%s):\n%s", secret, logs.String())
 		}
 	}
-	if !strings.Contains(logs.String(), "callback rejected") {
-		t.Error("no refusal was logged")
+	if !strings.Contains(logs.String(), "answer=unauthenticated") || !strings.Contains(logs.String(), "answer=forbidden") {
+		t.Errorf("refusals not logged with their answer:\n%s", logs.String())
 	}
 }
 

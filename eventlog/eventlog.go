@@ -156,6 +156,15 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		l.shutdownServer()
 		return nil, fmt.Errorf("stream %s: %w", opts.Stream, err)
 	}
+	info := l.stream.CachedInfo()
+	where := []any{"nats", nc.ConnectedUrlRedacted()}
+	if l.ns != nil {
+		where = []any{"nats", "embedded", "data_dir", opts.DataDir}
+	}
+	opts.Logger.Info("event log open", append(where,
+		"stream", info.Config.Name, "storage", info.Config.Storage.String(), "replicas", info.Config.Replicas,
+		"max_age", info.Config.MaxAge, "max_bytes", info.Config.MaxBytes, "max_message_bytes", l.MaxMessageBytes(),
+		"records", info.State.Msgs, "bytes", info.State.Bytes)...)
 	return l, nil
 }
 

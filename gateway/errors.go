@@ -23,11 +23,14 @@ import (
 // command is the callback's command once the caller passed the checks, "" before: it is logged, and
 // the path it would come from may still hold OpenIM's path secret. The OpenIM answer's shape
 // follows the path's last segment all the same (the answer goes back to whoever sent the path).
+//
+// A callback's failure is logged with its access line (server.Server.Record), from the message kept
+// here; a request for no callback route at debug.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, command string, httpStatus int, msg string) {
-	if httpStatus >= 500 {
-		h.opts.Logger.Warn("callback failed", "vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
-	} else {
-		h.opts.Logger.Info("callback rejected", "vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
+	if aw, ok := w.(*answerWriter); ok {
+		aw.err = msg
+	} else if v == vendorNone || h.opts.Record == nil {
+		h.opts.Logger.Debug("request refused", "path_vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
 	}
 	var body []byte
 	switch v {

@@ -45,7 +45,12 @@ type Options struct {
 	// Auth checks that each callback comes from its IM server (OpenIM's Basic credentials, path
 	// secret and addresses; Tencent's apps and Sign). Nil: callbacks are taken from anyone.
 	Auth *auth.Rules
-	// Logger for rejected requests. Default slog.Default().
+	// Record takes each answered callback, for metrics and the access log (server.Server.Record).
+	// Nil: nothing is recorded.
+	Record func(context.Context, *server.CallRecord)
+	// Version is reported by /healthz.
+	Version string
+	// Logger for requests that are not callbacks. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
@@ -53,8 +58,9 @@ type Options struct {
 
 // Handler serves the callback routes, /healthz, /readyz and /metrics.
 type Handler struct {
-	opts Options
-	mux  *runtime.ServeMux
+	opts    Options
+	mux     *runtime.ServeMux
+	healthz []byte
 }
 
 // New builds the handler.
@@ -71,7 +77,8 @@ func New(ctx context.Context, opts Options) (*Handler, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	h := &Handler{opts: opts}
+	version, _ := marshalJSONString(opts.Version)
+	h := &Handler{opts: opts, healthz: append(append([]byte(`{"status":"ok","version":`), version...), '}')}
 	h.mux = runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, vendorMarshaler{}),
 		runtime.WithErrorHandler(h.rpcError),
@@ -114,7 +121,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	first, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
 	switch first {
 	case "healthz":
-		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+		writeJSON(w, http.StatusOK, h.healthz)
 		return
 	case "readyz":
 		h.readyz(w, r)
@@ -125,16 +132,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: no metrics here"}`))
-	case "openim":
-		h.callback(w, r, vendorOpenIM, rest, received)
-	case "tencent":
-		h.callback(w, r, vendorTencent, rest, received)
+	case "openim", "tencent":
+		v := vendorOpenIM
+		if first == "tencent" {
+			v = vendorTencent
+		}
+		if h.opts.Record == nil {
+			h.callback(w, r, v, rest, received, nil)
+			return
+		}
+		aw := &answerWriter{ResponseWriter: w, status: http.StatusOK}
+		rec := &server.CallRecord{Vendor: v.String(), Transport: "http", Remote: r.RemoteAddr, Outcome: &server.Outcome{}}
+		h.callback(aw, r, v, rest, received, rec)
+		rec.Status, rec.Err, rec.Latency = aw.status, aw.err, h.opts.Now().Sub(received)
+		h.opts.Record(r.Context(), rec)
 	default:
 		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: IM servers post to /openim/{command} or /tencent"}`))
 	}
 }
 
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, rest string, received time.Time) {
+// callback handles one callback; rec (nil when nothing is recorded) takes its command and outcome.
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, rest string, received time.Time, rec *server.CallRecord) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(w, r, v, "", http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: callbacks are POST")
@@ -170,11 +188,20 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			h.fail(w, r, v, "", http.StatusBadRequest, "missing CallbackCommand query parameter")
 			return
 		}
+		if rec != nil {
+			rec.Outcome.RequestID = md.RequestId
+		}
 		if h.opts.Auth != nil {
 			if ref := h.opts.Auth.CheckTencent(r.RemoteAddr, q, received); ref != nil {
 				h.refuse(w, r, v, command, ref)
 				return
 			}
+		}
+	}
+	if rec != nil {
+		rec.Command = command // known only once the caller passed (OpenIM's path may hold its secret)
+		if v == vendorOpenIM {
+			rec.Outcome.OperationID = md.OperationId
 		}
 	}
 	if r.ContentLength > h.opts.MaxBodyBytes {
@@ -197,6 +224,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 		return
 	}
 	ctx := server.WithCallInfo(r.Context(), &server.CallInfo{Body: body, Received: received, Metadata: md})
+	if rec != nil {
+		ctx = server.WithOutcome(ctx, rec.Outcome)
+	}
 	r2 := r.WithContext(ctx)
 	u := *r.URL
 	u.Path, u.RawPath, u.RawQuery = routePath(v, command), "", ""
@@ -292,4 +322,16 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// answerWriter keeps the status and error message of a callback's answer, for its record.
+type answerWriter struct {
+	http.ResponseWriter
+	status int
+	err    string
+}
+
+func (w *answerWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +21,7 @@ import (
 // decider groups must answer, publishes, then waits for them (see waiter.wait). With no decider
 // connected, the failure policy answers at once.
 func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+	noteEvent(ctx, ev)
 	if err := checkCommand(ev.Command); err != nil {
 		return nil, err
 	}
@@ -53,13 +56,30 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	}
 	switch {
 	case !pol.waits(ev.Phase):
+		noteAnswer(ctx, AnswerOK, "")
 		return allowVerdict, nil
 	case w == nil:
+		noteAnswer(ctx, AnswerFailurePolicy, "no decider connected: failure policy "+string(pol.failure))
 		return failureVerdict(pol.failure, noDeciderMsg), nil
 	}
-	v := w.wait(ctx, len(groups), pol.deadline, pol.failure)
-	if refused(v) {
-		s.logger.Debug("callback refused", "event", ev.Id, "command", ev.Command, "message", v.GetMessage())
+	start := time.Now()
+	v, answer, refuser := w.wait(ctx, len(groups), pol.deadline, pol.failure)
+	s.metrics.verdictWait.Observe(time.Since(start).Seconds())
+	switch answer {
+	case AnswerRefused:
+		noteAnswer(ctx, answer, fmt.Sprintf("refused by group %s: %s", refuser, v.GetMessage()))
+	case AnswerFailurePolicy:
+		missing := s.verdicts.missing(ev.Id)
+		for _, g := range missing {
+			s.metrics.deadlineMisses.WithLabelValues(g).Inc()
+		}
+		why := fmt.Sprintf("no verdict from %s within the %v deadline: failure policy %s", strings.Join(missing, ", "), pol.deadline, pol.failure)
+		if ctx.Err() != nil {
+			why = fmt.Sprintf("the IM server went away waiting for %s: failure policy %s", strings.Join(missing, ", "), pol.failure)
+		}
+		noteAnswer(ctx, answer, why)
+	default:
+		noteAnswer(ctx, answer, "")
 	}
 	return v, nil
 }

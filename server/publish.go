@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -33,6 +34,7 @@ type committer struct {
 	maxRecordBytes int
 	queue          chan *pendingEvent
 	wg             sync.WaitGroup
+	metrics        *metrics // nil: not measured
 
 	mu     sync.RWMutex
 	closed bool // queue is closed; guarded by mu
@@ -61,8 +63,7 @@ func (c *committer) store(ctx context.Context, msg *nats.Msg) error {
 		// A header (a verdict reply subject) belongs to one event, so the event cannot share a
 		// record: publish it here, which also saves two handoffs on the path a before-callback's
 		// IM server waits on.
-		_, err := c.log.Publish(ctx, msg)
-		return err
+		return c.publish(ctx, msg, 1)
 	}
 	p := &pendingEvent{msg: msg, done: make(chan error, 1)}
 	if err := c.enqueue(ctx, p); err != nil {
@@ -148,8 +149,19 @@ func (c *committer) write(group []*pendingEvent, size int) {
 		msg = &nats.Msg{Subject: msg.Subject, Data: *buf, Header: nats.Header{recordEventsHeader: []string{strconv.Itoa(len(group))}}}
 	}
 	// Publish has copied the data by the time it returns (it waits for the log's acknowledgement).
-	_, err := c.log.Publish(context.Background(), msg)
+	err := c.publish(context.Background(), msg, len(group))
 	for _, p := range group {
 		p.done <- err
 	}
+}
+
+// publish writes one record of events and measures it.
+func (c *committer) publish(ctx context.Context, msg *nats.Msg, events int) error {
+	start := time.Now()
+	_, err := c.log.Publish(ctx, msg)
+	if c.metrics != nil && err == nil {
+		c.metrics.publishDur.Observe(time.Since(start).Seconds())
+		c.metrics.recordSize.Observe(float64(events))
+	}
+	return err
 }

@@ -110,6 +110,11 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(newLogCollector(opts.Log)); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
 	router, err := newVerdictRouter(opts.Log.Conn(), mets, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("verdict subscription: %w", err)
@@ -130,6 +135,7 @@ func New(opts Options) (*Server, error) {
 		groupMembers: map[string]int{},
 	}
 	s.committer = newCommitter(opts.Log, s.maxEventBytes)
+	s.committer.metrics = mets
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	return s, nil
 }

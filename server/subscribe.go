@@ -76,6 +76,10 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		}
 	}
 	m.exact = subjectExact(m.sub.GetFilter())
+	m.gm = s.metrics.forGroup(sub.Group)
+	subscribers := s.metrics.subscribers.WithLabelValues(sub.Group)
+	subscribers.Inc()
+	defer subscribers.Dec()
 	if m.sub.Decide {
 		m.undecide = sync.OnceFunc(s.deciders.add(sub.Group, m.sub.GetFilter()))
 		defer m.undecide()
@@ -166,6 +170,7 @@ type member struct {
 	freed    chan struct{} // signalled when an ack frees a slot
 	exact    bool          // the subject filter is exact: events are sent as stored (codec.go)
 	who      string        // the subscriber's name, for the log
+	gm       groupMetrics
 
 	mu       sync.Mutex
 	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
@@ -185,6 +190,7 @@ type record struct {
 	msg      *nats.Msg // the latest delivery
 	seq      uint64
 	size     int            // of the log message
+	sent     time.Time      // the latest delivery; guarded by member.mu
 	unacked  map[string]int // each event not acked yet: its index in the record; guarded by member.mu
 	progress time.Time      // last InProgress; guarded by member.mu
 }
@@ -435,6 +441,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		}
 	}
 	rec.msg = msg
+	rec.sent = time.Now()
 	send := evs[:0]
 	for i, ev := range evs {
 		if j, ok := rec.unacked[ev.id]; ok && j == i {
@@ -446,6 +453,10 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	if len(send) == 0 {
 		_ = msg.Ack() // nothing this group wants: the subject filter is coarse
 		return nil
+	}
+	m.gm.deliveries.Add(float64(len(send)))
+	if delivered > 1 {
+		m.gm.redeliveries.Add(float64(len(send)))
 	}
 	for _, ev := range send {
 		if err := m.stream.SendMsg(ev.response); err != nil {
@@ -542,6 +553,7 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 		msg            *nats.Msg
 		id             string
 		done, progress bool
+		sent           time.Time
 	}
 	var one [1]settled
 	out := one[:0]
@@ -554,7 +566,7 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 		}
 		delete(m.pending, id)
 		delete(rec.unacked, id)
-		st := settled{msg: rec.msg, id: id, done: len(rec.unacked) == 0}
+		st := settled{msg: rec.msg, id: id, done: len(rec.unacked) == 0, sent: rec.sent}
 		if st.done {
 			delete(m.records, rec.seq)
 			m.heldBytes -= rec.size
@@ -579,7 +591,15 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 	if v == nil {
 		v = allowVerdict
 	}
+	m.gm.acks.Add(float64(len(out)))
+	if m.sub.Decide {
+		m.s.metrics.verdicts.WithLabelValues(m.sub.Group, decisionLabel(v)).Add(float64(len(out)))
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
 	for _, st := range out {
+		m.gm.ackDur.Observe(now.Sub(st.sent).Seconds())
 		// Events waiting for a verdict are stored alone, so the header is theirs.
 		if to := st.msg.Header.Get(verdictToHeader); to != "" && m.sub.Decide {
 			if !verdictSubjectOf(to, st.id) {
@@ -666,4 +686,11 @@ func (s *Server) Subscribers() int {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	return s.nsubs
+}
+
+func decisionLabel(v *pb.Verdict) string {
+	if refused(v) {
+		return "refuse"
+	}
+	return "allow"
 }

@@ -136,6 +136,7 @@ func (m *member) tail(ctx context.Context, msgs jetstream.MessagesContext) error
 			}
 			sent += ev.size
 		}
+		m.gm.deliveries.Add(float64(len(batch)))
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,8 +50,14 @@ type verdictRouter struct {
 
 // waiter collects the verdicts of one event: one from each group it waits for.
 type waiter struct {
-	awaited map[string]bool  // groups not yet heard from; guarded by the router's mu
-	ch      chan *pb.Verdict // buffered for every awaited group: the router never blocks
+	awaited map[string]bool   // groups not yet heard from; guarded by the router's mu
+	ch      chan groupVerdict // buffered for every awaited group: the router never blocks
+}
+
+// groupVerdict is one group's verdict.
+type groupVerdict struct {
+	group string
+	v     *pb.Verdict
 }
 
 func newVerdictRouter(nc *nats.Conn, m *metrics, logger *slog.Logger) (*verdictRouter, error) {
@@ -70,7 +78,7 @@ func (r *verdictRouter) subject(eventID string) string { return r.prefix + event
 
 // register must come before the event is published, so that no verdict can arrive unheard.
 func (r *verdictRouter) register(eventID string, groups []string) *waiter {
-	w := &waiter{awaited: make(map[string]bool, len(groups)), ch: make(chan *pb.Verdict, len(groups))}
+	w := &waiter{awaited: make(map[string]bool, len(groups)), ch: make(chan groupVerdict, len(groups))}
 	for _, g := range groups {
 		w.awaited[g] = true
 	}
@@ -78,6 +86,17 @@ func (r *verdictRouter) register(eventID string, groups []string) *waiter {
 	r.waiters[eventID] = w
 	r.mu.Unlock()
 	return w
+}
+
+// missing are the groups not heard from on an event, sorted.
+func (r *verdictRouter) missing(eventID string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.waiters[eventID]
+	if w == nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(w.awaited))
 }
 
 func (r *verdictRouter) unregister(eventID string) {
@@ -133,7 +152,7 @@ func (r *verdictRouter) settle(id, group string, v *pb.Verdict) {
 		return
 	}
 	delete(w.awaited, group)
-	w.ch <- v
+	w.ch <- groupVerdict{group, v}
 }
 
 // sendVerdict publishes a decider's verdict to the instance waiting for it.
@@ -146,25 +165,26 @@ func sendVerdict(nc *nats.Conn, to, group string, v *pb.Verdict) error {
 }
 
 // wait collects the groups' verdicts until all have allowed, one refuses, the deadline passes
-// (failure policy) or ctx ends (the IM server went away; failure policy too).
-func (w *waiter) wait(ctx context.Context, groups int, deadline time.Duration, failure FailurePolicy) *pb.Verdict {
+// (failure policy) or ctx ends (the IM server went away; failure policy too). It returns the
+// verdict and how it came: AnswerOK, AnswerRefused (by refuser) or AnswerFailurePolicy.
+func (w *waiter) wait(ctx context.Context, groups int, deadline time.Duration, failure FailurePolicy) (v *pb.Verdict, answer, refuser string) {
 	timer := time.NewTimer(deadline)
 	defer timer.Stop()
 	var merged *pb.Verdict
 	for ; groups > 0; groups-- {
 		select {
-		case v := <-w.ch:
-			if refused(v) {
-				return v
+		case gv := <-w.ch:
+			if refused(gv.v) {
+				return gv.v, AnswerRefused, gv.group
 			}
-			merged = mergeAllow(merged, v)
+			merged = mergeAllow(merged, gv.v)
 		case <-timer.C:
-			return failureVerdict(failure, timeoutMessage)
+			return failureVerdict(failure, timeoutMessage), AnswerFailurePolicy, ""
 		case <-ctx.Done():
-			return failureVerdict(failure, timeoutMessage)
+			return failureVerdict(failure, timeoutMessage), AnswerFailurePolicy, ""
 		}
 	}
-	return merged
+	return merged, AnswerOK, ""
 }
 
 // mergeAllow combines allow verdicts: replacement fields of later ones win. Neither argument is

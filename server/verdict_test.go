@@ -44,7 +44,7 @@ func TestVerdictRouting(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			v := w.wait(ctx, 2, time.Minute, FailRefuse)
+			v, _, _ := w.wait(ctx, 2, time.Minute, FailRefuse)
 			if refused(v) {
 				t.Errorf("verdict %v; want allow (a refusal that was not awaited counted)", v)
 			}
@@ -91,7 +91,7 @@ func BenchmarkVerdictRouting(b *testing.B) {
 				if err := bc.sender.send(log.Conn(), here.subject(id), "g", allowVerdict); err != nil {
 					b.Fatal(err)
 				}
-				if v := w.wait(ctx, 1, time.Minute, FailRefuse); refused(v) {
+				if v, _, _ := w.wait(ctx, 1, time.Minute, FailRefuse); refused(v) {
 					b.Fatal("refused")
 				}
 				here.unregister(id)

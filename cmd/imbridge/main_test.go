@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -57,17 +58,20 @@ func binary(t *testing.T) string {
 
 // process is a running `imbridge serve`.
 type process struct {
-	cmd      *exec.Cmd
-	httpAddr string
-	grpcAddr string
-	exited   chan error
-	lines    chan string // every log line, for waitLog
+	cmd         *exec.Cmd
+	httpAddr    string
+	grpcAddr    string
+	metricsAddr string
+	exited      chan error
+	lines       chan string // every log line, for waitLog
 
 	mu  sync.Mutex
 	log bytes.Buffer // guarded by mu
 }
 
-var listenRE = regexp.MustCompile(`msg="(http|grpc) listening" addr=(\S+)`)
+// listenRE finds the listening lines in either log format (text: msg="http listening" addr=...;
+// json: "msg":"http listening","addr":"...").
+var listenRE = regexp.MustCompile(`msg"?[=:]"(http|grpc|metrics) listening"[ ,]"?addr"?[=:]"?([^\s"]+)`)
 
 // startServe runs the real binary on loopback port 0 and reads the bound addresses from its log.
 func startServe(t *testing.T, dataDir string, args ...string) *process {
@@ -95,9 +99,12 @@ func startServe(t *testing.T, dataDir string, args ...string) *process {
 			default:
 			}
 			if m := listenRE.FindStringSubmatch(line); m != nil {
-				if m[1] == "http" {
+				switch m[1] {
+				case "http":
 					p.httpAddr = m[2]
-				} else {
+				case "metrics":
+					p.metricsAddr = m[2]
+				default:
 					p.grpcAddr = m[2]
 					close(found) // grpc is logged after http
 				}
@@ -391,4 +398,69 @@ func subscribeTo(t *testing.T, addr string, sub *pb.Subscription) pb.EventServic
 		t.Fatal(err)
 	}
 	return stream
+}
+
+// TestServeOperations: what an operator sees of a running bridge. JSON logs, one object per line,
+// with the version, the event log and the auth in force at startup and an access line per
+// callback; /healthz with the version; /metrics on --metrics-addr alone, with the callback, gRPC and
+// event log metrics.
+func TestServeOperations(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir(), "--log-format", "json", "--metrics-addr", "127.0.0.1:0")
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if status, body := postBody(t, "http://"+p.httpAddr+"/openim/callbackAfterQuitGroupCommand", []byte(`{"groupID":"G1","userID":"u"}`)); status != http.StatusOK {
+		t.Fatalf("callback: %d %s", status, body)
+	}
+	p.waitLog(t, `"msg":"callback"`)
+
+	byMsg := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(p.logText()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %v\n%s", err, line)
+		}
+		byMsg[rec["msg"].(string)] = rec
+	}
+	if v, _ := byMsg["imbridge starting"]["version"].(string); v == "" {
+		t.Errorf("startup line without a version: %v", byMsg["imbridge starting"])
+	}
+	if open := byMsg["event log open"]; open["nats"] != "embedded" || open["data_dir"] == nil || open["stream"] == nil {
+		t.Errorf("event log line %v; want the embedded log's data dir and stream", open)
+	}
+	if a := byMsg["auth"]; a["openim"] != "open" || a["subscriber_tokens"] != 0.0 {
+		t.Errorf("auth line %v; want every door reported open", a)
+	}
+	if cb := byMsg["callback"]; cb["command"] != "callbackAfterQuitGroupCommand" || cb["answer"] != "ok" || cb["status"] != 200.0 {
+		t.Errorf("access line %v", cb)
+	}
+
+	if _, body := get("http://" + p.httpAddr + "/healthz"); !strings.Contains(body, `"version":`) {
+		t.Errorf("/healthz %s; want the version", body)
+	}
+	if status, _ := get("http://" + p.httpAddr + "/metrics"); status != http.StatusNotFound {
+		t.Errorf("/metrics on the HTTP port: %d; want 404 with --metrics-addr", status)
+	}
+	status, body := get("http://" + p.metricsAddr + "/metrics")
+	for _, want := range []string{
+		`imbridge_callbacks_total{answer="ok",command="callbackAfterQuitGroupCommand",phase="after",vendor="openim"} 1`,
+		"grpc_server_handled_total", "imbridge_log_records 1", "imbridge_log_up 1", "go_goroutines",
+	} {
+		if status != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("--metrics-addr /metrics: %d, no %s", status, want)
+		}
+	}
+
+	out, err := exec.Command(binary(t), "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "imbridge ") {
+		t.Errorf("imbridge --version: %q, %v", out, err)
+	}
 }

@@ -35,6 +35,8 @@ func serve(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA certificates: subscribers may authenticate with a client certificate they signed (cert_cn)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve pprof on this address (e.g. 127.0.0.1:6060); off when empty")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address instead of the HTTP port (e.g. an operators-only interface)")
+	logFormat := fs.String("log-format", "text", "text (key=value) or json, one object per line")
 	gogc := fs.Int("gogc", 200, "GC target percent when GOGC is not set: the bridge keeps little live data and allocates per callback, so fewer collections buy CPU and tail latency for some memory")
 	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -47,6 +49,15 @@ func serve(ctx context.Context, args []string) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+	hopts := &slog.HandlerOptions{Level: logLevel}
+	switch *logFormat {
+	case "text":
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	case "json":
+		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	cfg.Version = buildVersion()
 	return app.Run(ctx, cfg)
 }

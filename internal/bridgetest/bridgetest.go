@@ -96,6 +96,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 	}
 	gopts := opts.Gateway
 	gopts.OpenIM, gopts.Tencent, gopts.Ready, gopts.Auth, gopts.Logger = srv.OpenIM(), srv.Tencent(), srv.Ready, rules, logger
+	gopts.Record = srv.Record
 	if gopts.Metrics == nil {
 		gopts.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	}
@@ -107,7 +108,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(append(server.GRPCServerOptions(),
-		grpc.ChainUnaryInterceptor(rules.UnaryInterceptor()),
+		grpc.ChainUnaryInterceptor(srv.CallbackInterceptor(), rules.UnaryInterceptor()),
 		grpc.ChainStreamInterceptor(rules.StreamInterceptor()),
 	)...)
 	srv.Register(gs)
