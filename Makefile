@@ -10,7 +10,7 @@ GRPC_GATEWAY_VERSION       := v2.32.0
 
 BIN := bin/imbridge
 
-.PHONY: all build run test bench fuzz generate check-generated lint tools clean
+.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy
 
 all: build
 
@@ -46,6 +46,16 @@ fuzz:
 	    go test $$pkg -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME); \
 	  done; \
 	done
+
+## docker: the container image (Dockerfile), for those who have Docker.
+IMAGE ?= imbridge:$(VERSION)
+docker:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+## check-deploy: the release binary built as the Dockerfile builds it (deploy/build.sh) starts and
+## passes its own healthcheck; the manifests parse (also in make test).
+check-deploy:
+	IMBRIDGE_DEPLOY_CHECK=1 go test -count=1 -run 'TestDeployBuild|TestDeployManifests' -v ./cmd/imbridge
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2

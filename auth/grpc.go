@@ -19,6 +19,7 @@ import (
 const (
 	openimService  = "/imbridge.v1.OpenIMCallbackService/"
 	tencentService = "/imbridge.v1.TencentCallbackService/"
+	adminService   = "/imbridge.v1.AdminService/"
 	healthService  = "/grpc.health.v1.Health/"
 	reflection     = "/grpc.reflection."
 )
@@ -56,7 +57,8 @@ func (s *authedStream) Context() context.Context { return s.ctx }
 
 // authorize decides a call by its method: health and reflection are open (the app registers
 // reflection only where configured); callback RPCs need a token with the post scope or the vendor's
-// credentials; everything else (Subscribe) needs a subscriber token, once any is configured.
+// credentials; everything else (Subscribe, and the AdminService with the admin scope) needs a
+// subscriber token, once any is configured.
 func (r *Rules) authorize(ctx context.Context, method string) (context.Context, error) {
 	switch {
 	case strings.HasPrefix(method, healthService), strings.HasPrefix(method, reflection):
@@ -75,6 +77,9 @@ func (r *Rules) authorize(ctx context.Context, method string) (context.Context, 
 	}
 	if p == nil {
 		return nil, status.Error(codes.Unauthenticated, "missing token: send metadata authorization: Bearer <token>")
+	}
+	if strings.HasPrefix(method, adminService) && !p.MayManageGroups() {
+		return nil, status.Errorf(codes.PermissionDenied, "subscriber %s may not manage consumer groups (scope admin)", p.Name)
 	}
 	return WithPrincipal(ctx, p), nil
 }

@@ -157,7 +157,6 @@ func TestCallbackObserved(t *testing.T) {
 	}
 }
 
-
 // TestSubscriberMetrics: subscribers by group, deliveries and acks by group, and each group's
 // backlog as the log counts it, whether or not a member is connected.
 func TestSubscriberMetrics(t *testing.T) {

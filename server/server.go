@@ -149,11 +149,12 @@ func (s *Server) MaxBodyBytes(headerBytes int64) int64 {
 	return max(0, (int64(s.maxEventBytes)-headerBytes-eventFixedRoom)/2)
 }
 
-// Register adds the callback services and the EventService to a gRPC server.
+// Register adds the callback services, the EventService and the AdminService to a gRPC server.
 func (s *Server) Register(gs grpc.ServiceRegistrar) {
 	pb.RegisterOpenIMCallbackServiceServer(gs, s.OpenIM())
 	pb.RegisterTencentCallbackServiceServer(gs, s.Tencent())
 	pb.RegisterEventServiceServer(gs, s)
+	pb.RegisterAdminServiceServer(gs, s.Admin())
 }
 
 // OpenIM is the OpenIM callback service (both vendors have an RPC named Callback, hence two types).

@@ -62,3 +62,18 @@ func (l *listFlag) Set(v string) error {
 	}
 	return nil
 }
+
+// flagTable is the README's reference of a command's flags: one Markdown row per flag, with its
+// environment twin, default and usage.
+func flagTable(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString("| flag | environment | default | meaning |\n|---|---|---|---|\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		def := ""
+		if f.DefValue != "" {
+			def = "`" + f.DefValue + "`"
+		}
+		fmt.Fprintf(&b, "| `--%s` | `%s` | %s | %s |\n", f.Name, envName(f.Name), def, strings.ReplaceAll(f.Usage, "|", `\|`))
+	})
+	return b.String()
+}

@@ -20,6 +20,8 @@ Usage:
   imbridge send [flags] FILE|NAME  post a callback file or a built-in example, print the answer
   imbridge token new --name NAME   make a subscriber token; prints it and the lines for --config
   imbridge token hash              print the SHA-256 of a secret read from standard input
+  imbridge groups list|show|delete|reset   manage consumer groups (imbridge groups -h)
+  imbridge healthcheck [flags]     exit 0 if the bridge at --url is ready (for container health checks)
   imbridge version                 print the version (also --version)
 
 Every flag has an environment twin: --http-addr is IMBRIDGE_HTTP_ADDR. "imbridge CMD -h" lists them.
@@ -42,6 +44,10 @@ func main() {
 		err = send(ctx, args, os.Stdout)
 	case "token":
 		err = token(ctx, args, os.Stdin, os.Stdout)
+	case "groups":
+		err = groups(ctx, args, os.Stdout)
+	case "healthcheck":
+		err = healthcheck(ctx, args, os.Stdout)
 	case "version", "--version", "-version":
 		fmt.Println("imbridge", buildVersion())
 		return

@@ -76,8 +76,14 @@ var listenRE = regexp.MustCompile(`msg"?[=:]"(http|grpc|metrics) listening"[ ,]"
 // startServe runs the real binary on loopback port 0 and reads the bound addresses from its log.
 func startServe(t *testing.T, dataDir string, args ...string) *process {
 	t.Helper()
+	return startBinary(t, binary(t), dataDir, args...)
+}
+
+// startBinary is startServe with another build of the bridge.
+func startBinary(t *testing.T, bin, dataDir string, args ...string) *process {
+	t.Helper()
 	args = append([]string{"serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir}, args...)
-	cmd := exec.Command(binary(t), args...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -462,5 +468,46 @@ func TestServeOperations(t *testing.T) {
 	out, err := exec.Command(binary(t), "--version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "imbridge ") {
 		t.Errorf("imbridge --version: %q, %v", out, err)
+	}
+}
+
+// TestGroupsCommand: imbridge groups list, show, reset and delete against a running bridge, and
+// imbridge healthcheck.
+func TestGroupsCommand(t *testing.T) {
+	t.Parallel()
+	p := startServe(t, t.TempDir())
+	stream := subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "audit"})
+	if status, body := postBody(t, "http://"+p.httpAddr+"/openim/callbackAfterQuitGroupCommand", []byte(`{"groupID":"G1","userID":"u"}`)); status != http.StatusOK {
+		t.Fatalf("callback: %d %s", status, body)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		out, err := exec.Command(binary(t), append(args, "--server", p.grpcAddr)...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("groups", "list")
+	if err != nil || !regexp.MustCompile(`(?m)^GROUP\s+DECIDE\s+MEMBERS HERE.*\n^audit\s+false\s+1\s+0\s+1\s`).MatchString(out) {
+		t.Errorf("groups list: %v\n%s", err, out)
+	}
+	if out, err := run("groups", "show", "audit"); err != nil || !strings.Contains(out, `"name": "audit"`) || !strings.Contains(out, `"unackedRecords": "1"`) {
+		t.Errorf("groups show: %v\n%s", err, out)
+	}
+	if out, err := run("groups", "reset", "audit", "--to-time", "1h"); err != nil || !strings.Contains(out, `"name": "audit"`) {
+		t.Errorf("groups reset --to-time: %v\n%s", err, out)
+	}
+	if out, err := run("groups", "delete", "audit"); err == nil || !strings.Contains(out, "force") {
+		t.Errorf("groups delete under a member: %v\n%s; want a refusal naming --force", err, out)
+	}
+	if out, err := run("groups", "delete", "audit", "--force"); err != nil || out != "deleted audit\n" {
+		t.Errorf("groups delete --force: %v\n%s", err, out)
+	}
+	if out, err := run("groups", "show", "audit"); err == nil || !strings.Contains(out, "NotFound") {
+		t.Errorf("groups show after delete: %v\n%s", err, out)
+	}
+	hc, err := exec.Command(binary(t), "healthcheck", "--url", "http://"+p.httpAddr+"/readyz").CombinedOutput()
+	if err != nil || !strings.Contains(string(hc), `"ready"`) {
+		t.Errorf("healthcheck: %v %s", err, hc)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"math"
@@ -10,38 +11,54 @@ import (
 
 	"github.com/imbridge/imbridge/app"
 	"github.com/imbridge/imbridge/gateway"
+	"github.com/imbridge/imbridge/internal/logbuf"
 	"github.com/imbridge/imbridge/server"
 )
 
-func serve(ctx context.Context, args []string) error {
+// serveFlags are serve's settings beyond app.Config.
+type serveFlags struct {
+	logLevel   slog.Level
+	maxStreams *uint
+	logFormat  *string
+	gogc       *int
+}
+
+// newServeFlags defines serve's flags, filling cfg and the returned settings.
+func newServeFlags(cfg *app.Config) (*flag.FlagSet, *serveFlags) {
 	fs := newFlagSet("serve", "[flags]")
-	var cfg app.Config
-	var logLevel slog.Level
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", app.DefaultHTTPAddr, "HTTP address IM servers post callbacks to")
+	sf := &serveFlags{}
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", app.DefaultHTTPAddr, "HTTP address IM servers post callbacks to; also /healthz, /readyz and /metrics")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", app.DefaultGRPCAddr, "gRPC address for subscribers, grpcurl and health checks")
 	fs.StringVar(&cfg.DataDir, "data-dir", "data", "directory of the embedded event log")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server (nats://host:4222) instead of the embedded one")
 	fs.StringVar(&cfg.ConfigFile, "config", "", "YAML file: per-command deadline, failure_policy and wait; callers and subscribers (auth)")
-	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest callback body accepted")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest callback body accepted; lowered to what the event log can store (README, Limits)")
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every event before answering (survives power loss, slower)")
-	fs.StringVar(&cfg.TencentSdkAppID, "tencent-sdkappid", "", "refuse Tencent callbacks whose SdkAppid differs")
+	fs.StringVar(&cfg.TencentSdkAppID, "tencent-sdkappid", "", "add this Tencent app to callers.tencent.apps (callbacks for other SdkAppids are refused)")
 	fs.StringVar(&cfg.TencentToken, "tencent-token", "", "Tencent callback authentication token of the --tencent-sdkappid app: check Sign and RequestTime")
 	fs.StringVar(&cfg.Reflection, "reflection", "auto", "gRPC reflection: on, off, or auto (on unless subscriber tokens are configured)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on both ports; read again on SIGHUP and when it changes")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM key of --tls-cert")
 	fs.IntVar(&cfg.MaxSubscribers, "max-subscribers", server.DefaultMaxSubscribers, "most Subscribe streams served at once; one more gets RESOURCE_EXHAUSTED")
 	fs.IntVar(&cfg.MaxUnackedBytes, "max-unacked-bytes", server.DefaultMaxUnackedBytes, "most bytes of events one Subscribe stream holds: a group member gets no more until it acks; a live tail that far behind is cut off (RESOURCE_EXHAUSTED)")
-	maxStreams := fs.Uint("max-streams-per-conn", app.DefaultMaxStreamsPerConn, "most concurrent gRPC calls on one connection")
+	sf.maxStreams = fs.Uint("max-streams-per-conn", app.DefaultMaxStreamsPerConn, "most concurrent gRPC calls on one connection")
 	fs.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA certificates: subscribers may authenticate with a client certificate they signed (cert_cn)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address instead of the HTTP port (e.g. an operators-only interface)")
-	logFormat := fs.String("log-format", "text", "text (key=value) or json, one object per line")
-	gogc := fs.Int("gogc", 200, "GC target percent when GOGC is not set: the bridge keeps little live data and allocates per callback, so fewer collections buy CPU and tail latency for some memory")
-	fs.TextVar(&logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	sf.logFormat = fs.String("log-format", "text", "text (key=value) or json, one object per line")
+	sf.gogc = fs.Int("gogc", 200, "GC target percent when GOGC is not set: the bridge keeps little live data and allocates per callback, so fewer collections buy CPU and tail latency for some memory")
+	fs.TextVar(&sf.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	return fs, sf
+}
+
+func serve(ctx context.Context, args []string) error {
+	var cfg app.Config
+	fs, sf := newServeFlags(&cfg)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	maxStreams, logFormat, gogc := sf.maxStreams, sf.logFormat, sf.gogc
 	if *maxStreams == 0 || *maxStreams > math.MaxUint32 {
 		return fmt.Errorf("--max-streams-per-conn %d: want 1 to %d", *maxStreams, uint32(math.MaxUint32))
 	}
@@ -49,15 +66,21 @@ func serve(ctx context.Context, args []string) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
 	}
-	hopts := &slog.HandlerOptions{Level: logLevel}
+	// Standard error takes the log in batches (logbuf): one write per access line would cost a
+	// tenth of the ingest throughput.
+	lw := logbuf.NewWriter(os.Stderr)
+	defer lw.Close()
+	hopts := &slog.HandlerOptions{Level: sf.logLevel}
+	var h slog.Handler
 	switch *logFormat {
 	case "text":
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+		h = slog.NewTextHandler(lw, hopts)
 	case "json":
-		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+		h = slog.NewJSONHandler(lw, hopts)
 	default:
 		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
+	cfg.Logger = slog.New(logbuf.Handler(h, lw))
 	cfg.Version = buildVersion()
 	return app.Run(ctx, cfg)
 }

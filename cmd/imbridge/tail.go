@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,21 +23,15 @@ import (
 
 func tail(ctx context.Context, args []string) error {
 	fs := newFlagSet("tail", "[flags]")
-	addr := fs.String("server", "localhost:9090", "bridge gRPC address")
 	group := fs.String("group", "", "consumer group (durable, events acked after printing); empty: live tail")
 	var kinds, commands, sources, groupIDs listFlag
 	fs.Var(&kinds, "kind", "event kinds: raw, group_info_changed, member_quit (repeatable, comma-separated)")
 	fs.Var(&commands, "command", "vendor command names (repeatable, comma-separated)")
 	fs.Var(&sources, "source", "openim, tencent (repeatable, comma-separated)")
 	fs.Var(&groupIDs, "group-id", "IM group ids (repeatable, comma-separated)")
-	token := fs.String("token", "", "subscriber token, when the bridge asks for one (imbridge token new)")
-	useTLS := fs.Bool("tls", false, "the bridge's gRPC port speaks TLS (--tls-cert)")
-	ca := fs.String("ca", "", "PEM CA certificate to trust for --tls (default: the system's)")
+	dial := grpcClientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if *token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
 	}
 	filter := &pb.EventFilter{Commands: commands, GroupIds: groupIDs}
 	for _, k := range kinds {
@@ -53,15 +48,7 @@ func tail(ctx context.Context, args []string) error {
 		}
 		filter.Sources = append(filter.Sources, pb.Source(v))
 	}
-	creds := insecure.NewCredentials()
-	if *useTLS || *ca != "" {
-		tc, err := clientTLS(*ca)
-		if err != nil {
-			return err
-		}
-		creds = credentials.NewTLS(tc)
-	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
+	ctx, conn, err := dial(ctx)
 	if err != nil {
 		return err
 	}
@@ -129,4 +116,29 @@ func clientTLS(caFile string) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return tc, nil
+}
+
+// grpcClientFlags adds the flags that say how to reach the bridge's gRPC port (--server, --token,
+// --tls, --ca) and returns the function that dials it once they are parsed: the connection, and ctx
+// carrying the token.
+func grpcClientFlags(fs *flag.FlagSet) func(context.Context) (context.Context, *grpc.ClientConn, error) {
+	addr := fs.String("server", "localhost:9090", "bridge gRPC address")
+	token := fs.String("token", "", "subscriber token, when the bridge asks for one (imbridge token new)")
+	useTLS := fs.Bool("tls", false, "the bridge's gRPC port speaks TLS (--tls-cert)")
+	ca := fs.String("ca", "", "PEM CA certificate to trust for --tls (default: the system's)")
+	return func(ctx context.Context) (context.Context, *grpc.ClientConn, error) {
+		if *token != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
+		}
+		creds := insecure.NewCredentials()
+		if *useTLS || *ca != "" {
+			tc, err := clientTLS(*ca)
+			if err != nil {
+				return nil, nil, err
+			}
+			creds = credentials.NewTLS(tc)
+		}
+		conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
+		return ctx, conn, err
+	}
 }
