@@ -59,7 +59,7 @@ check-deploy:
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2
-	rm -rf gen
+	rm -rf gen/imbridge gen/openapiv2/*.json
 	buf generate
 
 ## check-generated: fail when gen/ differs from what `make generate` writes.

@@ -35,6 +35,7 @@ import (
 	"github.com/imbridge/imbridge/auth"
 	"github.com/imbridge/imbridge/eventlog"
 	"github.com/imbridge/imbridge/gateway"
+	"github.com/imbridge/imbridge/gen/openapiv2"
 	"github.com/imbridge/imbridge/server"
 )
 
@@ -78,6 +79,8 @@ type Config struct {
 	MaxSubscribers int
 	// MaxUnackedBytes bounds what one Subscribe stream holds; default server.DefaultMaxUnackedBytes.
 	MaxUnackedBytes int
+	// NoAccessLog turns off the access line per callback.
+	NoAccessLog bool
 	// MaxStreamsPerConn bounds the concurrent gRPC calls on one connection; default
 	// DefaultMaxStreamsPerConn.
 	MaxStreamsPerConn uint32
@@ -169,13 +172,28 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
+	tracer, stopTracing, err := newTracer(ctx, cfg.Version)
+	if err != nil {
+		return err
+	}
+	if tracer != nil {
+		logger.Info("tracing on: OTLP", "endpoint", cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
+		defer func() {
+			tctx, cancel := context.WithTimeout(closeCtx, 5*time.Second)
+			defer cancel()
+			if err := stopTracing(tctx); err != nil {
+				logger.Warn("traces not all exported at shutdown", "err", err)
+			}
+		}()
+	}
 	reg := prometheus.NewRegistry()
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), grpcMetrics)
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	srv, err := server.New(server.Options{
 		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
-		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes,
+		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes, NoAccessLog: cfg.NoAccessLog,
+		Tracer: tracer,
 	})
 	if err != nil {
 		return err
@@ -193,9 +211,11 @@ func Run(ctx context.Context, cfg Config) error {
 		Tencent:      srv.Tencent(),
 		Ready:        srv.Ready,
 		Metrics:      metricsHandler,
+		OpenAPI:      openapiv2.JSON,
 		MaxBodyBytes: maxBody,
 		Auth:         rules,
 		Record:       srv.Record,
+		Tracer:       tracer,
 		Version:      cfg.Version,
 		Logger:       logger,
 	}

@@ -26,7 +26,10 @@ func TestAuthAdmin(t *testing.T) {
 	admin := pb.NewAdminServiceClient(b.Conn)
 	calls := map[string]func(context.Context) error{
 		"ListGroups": func(ctx context.Context) error { _, err := admin.ListGroups(ctx, &pb.ListGroupsRequest{}); return err },
-		"GetGroup":   func(ctx context.Context) error { _, err := admin.GetGroup(ctx, &pb.GetGroupRequest{Name: "audit"}); return err },
+		"GetGroup": func(ctx context.Context) error {
+			_, err := admin.GetGroup(ctx, &pb.GetGroupRequest{Name: "audit"})
+			return err
+		},
 		"ResetGroup": func(ctx context.Context) error {
 			_, err := admin.ResetGroup(ctx, &pb.ResetGroupRequest{Name: "audit", To: &pb.ResetGroupRequest_New{New: true}})
 			return err

@@ -144,7 +144,7 @@ func TestAuthHTTP(t *testing.T) {
 	if status, out := b.Post(t, http.MethodPost, tencentQuery(tencentApp, tencentToken, now), nil, exit); status != http.StatusOK {
 		t.Errorf("tencent signed: %d %s", status, out)
 	}
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
 		if status, _ := b.Post(t, http.MethodGet, path, nil, nil); status != http.StatusOK {
 			t.Errorf("GET %s: %d; want 200 (operators' endpoints are not callers')", path, status)
 		}

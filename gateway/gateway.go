@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/imbridge/imbridge/auth"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -40,6 +42,8 @@ type Options struct {
 	Ready func(context.Context) error
 	// Metrics serves GET /metrics (Prometheus). Nil: 404.
 	Metrics http.Handler
+	// OpenAPI is served at GET /openapi.json. Nil: 404.
+	OpenAPI []byte
 	// MaxBodyBytes caps a callback body; larger ones get 413. Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Auth checks that each callback comes from its IM server (OpenIM's Basic credentials, path
@@ -50,13 +54,15 @@ type Options struct {
 	Record func(context.Context, *server.CallRecord)
 	// Version is reported by /healthz.
 	Version string
+	// Tracer traces each recorded callback (server.StartCallbackSpan). Nil: tracing is off.
+	Tracer trace.Tracer
 	// Logger for requests that are not callbacks. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
 }
 
-// Handler serves the callback routes, /healthz, /readyz and /metrics.
+// Handler serves the callback routes, /healthz, /readyz, /metrics and /openapi.json.
 type Handler struct {
 	opts    Options
 	mux     *runtime.ServeMux
@@ -126,6 +132,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "readyz":
 		h.readyz(w, r)
 		return
+	case "openapi.json":
+		if h.opts.OpenAPI != nil && rest == "" {
+			writeJSON(w, http.StatusOK, h.opts.OpenAPI)
+			return
+		}
+		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: no OpenAPI document here"}`))
 	case "metrics":
 		if h.opts.Metrics != nil && rest == "" {
 			h.opts.Metrics.ServeHTTP(w, r)
@@ -143,9 +155,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		aw := &answerWriter{ResponseWriter: w, status: http.StatusOK}
 		rec := &server.CallRecord{Vendor: v.String(), Transport: "http", Remote: r.RemoteAddr, Outcome: &server.Outcome{}}
+		ctx, span := server.StartCallbackSpan(r.Context(), h.opts.Tracer, propagation.HeaderCarrier(r.Header), v.String(), "http", received)
+		if span != nil {
+			r = r.WithContext(ctx)
+		}
 		h.callback(aw, r, v, rest, received, rec)
 		rec.Status, rec.Err, rec.Latency = aw.status, aw.err, h.opts.Now().Sub(received)
-		h.opts.Record(r.Context(), rec)
+		h.opts.Record(ctx, rec)
+		server.EndCallbackSpan(span, h.opts.Tracer, ctx, rec)
 	default:
 		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: IM servers post to /openim/{command} or /tencent"}`))
 	}
@@ -226,6 +243,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 	ctx := server.WithCallInfo(r.Context(), &server.CallInfo{Body: body, Received: received, Metadata: md})
 	if rec != nil {
 		ctx = server.WithOutcome(ctx, rec.Outcome)
+		server.MarkDecodeStart(ctx)
 	}
 	r2 := r.WithContext(ctx)
 	u := *r.URL

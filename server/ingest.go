@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -22,6 +23,7 @@ import (
 // connected, the failure policy answers at once.
 func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
 	noteEvent(ctx, ev)
+	s.decoded(ctx)
 	if err := checkCommand(ev.Command); err != nil {
 		return nil, err
 	}
@@ -38,6 +40,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		defer s.verdicts.unregister(ev.Id)
 		msg.Header = nats.Header{verdictToHeader: []string{s.verdicts.subject(ev.Id)}}
 	}
+	s.injectTraceContext(ctx, &ev.TraceContext)
 	size := proto.Size(ev)
 	if size > s.maxEventBytes {
 		return nil, errTooLarge(size, s.maxEventBytes)
@@ -50,24 +53,32 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	}
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
-	if err := s.committer.store(ctx, msg); err != nil {
+	span := s.startSpan(ctx, "imbridge.publish", attribute.String("messaging.destination.name", msg.Subject))
+	err = s.committer.store(ctx, msg)
+	endSpan(span, err)
+	if err != nil {
 		s.logger.Warn("event not stored", "event", ev.Id, "command", ev.Command, "subject", msg.Subject, "err", err)
 		return nil, errLogUnavailable
 	}
 	switch {
 	case !pol.waits(ev.Phase):
-		noteAnswer(ctx, AnswerOK, "")
+		s.noteAnswer(ctx, AnswerOK, "")
 		return allowVerdict, nil
 	case w == nil:
-		noteAnswer(ctx, AnswerFailurePolicy, "no decider connected: failure policy "+string(pol.failure))
+		s.noteAnswer(ctx, AnswerFailurePolicy, "no decider connected: failure policy "+string(pol.failure))
 		return failureVerdict(pol.failure, noDeciderMsg), nil
 	}
 	start := time.Now()
+	span = s.startSpan(ctx, "imbridge.verdicts", attribute.StringSlice("imbridge.groups", groups))
 	v, answer, refuser := w.wait(ctx, len(groups), pol.deadline, pol.failure)
 	s.metrics.verdictWait.Observe(time.Since(start).Seconds())
+	if span != nil {
+		span.SetAttributes(attribute.String("imbridge.answer", answer))
+		span.End()
+	}
 	switch answer {
 	case AnswerRefused:
-		noteAnswer(ctx, answer, fmt.Sprintf("refused by group %s: %s", refuser, v.GetMessage()))
+		s.noteAnswer(ctx, answer, fmt.Sprintf("refused by group %s: %s", refuser, v.GetMessage()))
 	case AnswerFailurePolicy:
 		missing := s.verdicts.missing(ev.Id)
 		for _, g := range missing {
@@ -77,9 +88,9 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		if ctx.Err() != nil {
 			why = fmt.Sprintf("the IM server went away waiting for %s: failure policy %s", strings.Join(missing, ", "), pol.failure)
 		}
-		noteAnswer(ctx, answer, why)
+		s.noteAnswer(ctx, answer, why)
 	default:
-		noteAnswer(ctx, answer, "")
+		s.noteAnswer(ctx, answer, "")
 	}
 	return v, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -38,6 +39,8 @@ type Outcome struct {
 	Phase   pb.Phase
 	// OperationID is OpenIM's operationID, RequestID Tencent's RequestID.
 	OperationID, RequestID string
+
+	decodeStart, answered time.Time // for tracing (trace.go)
 }
 
 type outcomeKey struct{}
@@ -61,9 +64,12 @@ func noteEvent(ctx context.Context, ev *pb.Event) {
 }
 
 // noteAnswer records how a callback was answered.
-func noteAnswer(ctx context.Context, answer, why string) {
+func (s *Server) noteAnswer(ctx context.Context, answer, why string) {
 	if o := outcomeFrom(ctx); o != nil {
 		o.Answer, o.Why = answer, why
+		if s.tracer != nil {
+			o.answered = time.Now()
+		}
 	}
 }
 
@@ -100,7 +106,7 @@ func (s *Server) Record(ctx context.Context, r *CallRecord) {
 		phase = phaseOf(r.Vendor, cmd)
 	}
 	s.metrics.callback(r.Vendor, commandLabel(cmd), phaseLabel(phase), answer, r.Latency)
-	if !s.logger.Enabled(ctx, slog.LevelInfo) {
+	if !s.accessLog || !s.logger.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 12)
@@ -208,8 +214,10 @@ func (s *Server) CallbackInterceptor() grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		start := time.Now()
-		o := &Outcome{}
-		resp, err := handler(WithOutcome(ctx, o), req)
+		o := &Outcome{decodeStart: start}
+		md, _ := metadata.FromIncomingContext(ctx)
+		sctx, span := StartCallbackSpan(ctx, s.tracer, MetadataCarrier(md), vendor, "grpc", start)
+		resp, err := handler(WithOutcome(sctx, o), req)
 		rec := &CallRecord{Vendor: vendor, Transport: "grpc", Outcome: o, Latency: time.Since(start)}
 		st := status.Convert(err)
 		rec.Status = httpStatusOf(st.Code())
@@ -226,6 +234,7 @@ func (s *Server) CallbackInterceptor() grpc.UnaryServerInterceptor {
 			rec.Remote = p.Addr.String()
 		}
 		s.Record(ctx, rec)
+		EndCallbackSpan(span, s.tracer, sctx, rec)
 		return resp, err
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/imbridge/imbridge/eventlog"
@@ -61,6 +62,10 @@ type Options struct {
 	// one log message at most); a live tail, which acks nothing, is cut off with ResourceExhausted
 	// once its events waiting to be sent take that much. Default DefaultMaxUnackedBytes.
 	MaxUnackedBytes int
+	// NoAccessLog turns off the access line per callback (Record still counts it).
+	NoAccessLog bool
+	// Tracer traces callbacks and deliveries (trace.go). Nil: tracing is off.
+	Tracer trace.Tracer
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -90,6 +95,8 @@ type Server struct {
 	subs    sync.WaitGroup
 	// maxUnackedBytes is Options.MaxUnackedBytes.
 	maxUnackedBytes int
+	accessLog       bool
+	tracer          trace.Tracer // nil: off
 }
 
 var _ pb.EventServiceServer = (*Server)(nil)
@@ -129,6 +136,8 @@ func New(opts Options) (*Server, error) {
 		maxSubs:  cmp.Or(opts.MaxSubscribers, DefaultMaxSubscribers),
 
 		maxUnackedBytes: cmp.Or(opts.MaxUnackedBytes, DefaultMaxUnackedBytes),
+		accessLog:       !opts.NoAccessLog,
+		tracer:          opts.Tracer,
 
 		maxEventBytes: int(min(opts.Log.MaxMessageBytes()-logHeaderRoom, MaxDeliveredEventBytes)),
 

@@ -459,7 +459,10 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		m.gm.redeliveries.Add(float64(len(send)))
 	}
 	for _, ev := range send {
-		if err := m.stream.SendMsg(ev.response); err != nil {
+		span := m.s.deliverSpan(ev.trace, m.sub.Group, ev.id, delivered)
+		err := m.stream.SendMsg(ev.response)
+		endSpan(span, err)
+		if err != nil {
 			return err
 		}
 		if readOnly {
@@ -481,6 +484,7 @@ type outgoing struct {
 	response any // *pb.SubscribeResponse or preEncoded
 	size     int // as stored
 	seq      uint64
+	trace    map[string]string // the callback's trace context, when tracing
 }
 
 // events returns the events of a log message (its header, payload and stream sequence) this member
@@ -499,7 +503,11 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 				bad++
 				continue
 			}
-			out = append(out, outgoing{id: id, response: eventResponse(b, seq), size: len(b), seq: seq})
+			o := outgoing{id: id, response: eventResponse(b, seq), size: len(b), seq: seq}
+			if m.s.tracer != nil {
+				o.trace = eventTraceContext(b)
+			}
+			out = append(out, o)
 			continue
 		}
 		ev := new(pb.Event)
@@ -509,7 +517,7 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 		}
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
-			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}, size: len(b), seq: seq})
+			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}, size: len(b), seq: seq, trace: ev.TraceContext})
 		}
 	}
 	return out, bad, nil

@@ -131,7 +131,10 @@ func (m *member) tail(ctx context.Context, msgs jetstream.MessagesContext) error
 		}
 		sent = 0
 		for _, ev := range batch {
-			if err := m.stream.SendMsg(ev.response); err != nil {
+			span := m.s.deliverSpan(ev.trace, "", ev.id, 1)
+			err := m.stream.SendMsg(ev.response)
+			endSpan(span, err)
+			if err != nil {
 				return err
 			}
 			sent += ev.size

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"testing"
 	"time"
 
@@ -95,11 +96,24 @@ func FuzzCheckEvent(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{0x0a, 0x01, 'x', 0x1a, 0x02, 0x08, 0x01})
+	traced, _ := proto.Marshal(&pb.Event{Id: "t", TraceContext: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "k=v"}})
+	f.Add(traced)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		id, ok := checkEvent(b)
 		wantID, wantOK := unmarshalsToDeliver(b)
 		if id != wantID || ok != wantOK {
 			t.Fatalf("%x: checkEvent = %q, %v; decoding says %q, %v", b, id, ok, wantID, wantOK)
+		}
+		if !ok {
+			return
+		}
+		// An event sent as stored: its trace context, read without decoding, is the decoder's.
+		ev := new(pb.Event)
+		if err := proto.Unmarshal(b, ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := eventTraceContext(b); !maps.Equal(got, ev.TraceContext) {
+			t.Fatalf("%x: eventTraceContext = %v; decoding says %v", b, got, ev.TraceContext)
 		}
 	})
 }

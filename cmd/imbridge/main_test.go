@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,10 +20,13 @@ import (
 	"testing"
 	"time"
 
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imbridge/imbridge/examples"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -214,7 +219,7 @@ func TestServeHealth(t *testing.T) {
 			t.Errorf("no warning that %s are open:\n%s", door, p.logText())
 		}
 	}
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
 		resp, err := http.Get("http://" + p.httpAddr + path)
 		if err != nil {
 			t.Fatal(err)
@@ -226,6 +231,9 @@ func TestServeHealth(t *testing.T) {
 		}
 		if path == "/metrics" && !strings.Contains(string(body), "imbridge_nats_rejected_total") {
 			t.Errorf("GET /metrics: no imbridge_nats_rejected_total in\n%.500s", body)
+		}
+		if path == "/openapi.json" && (!json.Valid(body) || !strings.Contains(string(body), `"swagger": "2.0"`) || !strings.Contains(string(body), `"/openim/{command}"`)) {
+			t.Errorf("GET /openapi.json: not the OpenAPI document of the callback routes:\n%.500s", body)
 		}
 	}
 	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -509,5 +517,65 @@ func TestGroupsCommand(t *testing.T) {
 	hc, err := exec.Command(binary(t), "healthcheck", "--url", "http://"+p.httpAddr+"/readyz").CombinedOutput()
 	if err != nil || !strings.Contains(string(hc), `"ready"`) {
 		t.Errorf("healthcheck: %v %s", err, hc)
+	}
+}
+
+// TestServeExportsTraces: with OTEL_EXPORTER_OTLP_ENDPOINT set, the bridge sends its spans over
+// OTLP (HTTP) to that collector, as service imbridge. (Not parallel: it sets the environment the
+// bridge inherits.)
+func TestServeExportsTraces(t *testing.T) {
+	spans := make(chan *tracepb.ResourceSpans, 100)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err == nil {
+				body, _ = io.ReadAll(zr)
+			}
+		}
+		var req coltracepb.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "not an OTLP trace export", http.StatusBadRequest)
+			return
+		}
+		for _, rs := range req.GetResourceSpans() {
+			spans <- rs
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		_, _ = w.Write(out)
+	}))
+	defer collector.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	p := startServe(t, t.TempDir())
+	p.waitLog(t, "tracing on")
+	if status, body := postBody(t, "http://"+p.httpAddr+"/openim/callbackAfterQuitGroupCommand", []byte(`{"groupID":"G1","userID":"u"}`)); status != http.StatusOK {
+		t.Fatalf("callback: %d %s", status, body)
+	}
+	timer := time.NewTimer(bridgetest.Timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case rs := <-spans:
+			service := ""
+			for _, kv := range rs.GetResource().GetAttributes() {
+				if kv.GetKey() == "service.name" {
+					service = kv.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					if s.GetName() == "imbridge.callback" {
+						if service != "imbridge" {
+							t.Errorf("service.name %q; want imbridge", service)
+						}
+						return
+					}
+				}
+			}
+		case <-timer.C:
+			t.Fatal("no imbridge.callback span reached the collector")
+		}
 	}
 }

@@ -20,6 +20,7 @@ type serveFlags struct {
 	logLevel   slog.Level
 	maxStreams *uint
 	logFormat  *string
+	accessLog  *bool
 	gogc       *int
 }
 
@@ -27,7 +28,7 @@ type serveFlags struct {
 func newServeFlags(cfg *app.Config) (*flag.FlagSet, *serveFlags) {
 	fs := newFlagSet("serve", "[flags]")
 	sf := &serveFlags{}
-	fs.StringVar(&cfg.HTTPAddr, "http-addr", app.DefaultHTTPAddr, "HTTP address IM servers post callbacks to; also /healthz, /readyz and /metrics")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", app.DefaultHTTPAddr, "HTTP address IM servers post callbacks to; also /healthz, /readyz, /metrics and /openapi.json")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", app.DefaultGRPCAddr, "gRPC address for subscribers, grpcurl and health checks")
 	fs.StringVar(&cfg.DataDir, "data-dir", "data", "directory of the embedded event log")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server (nats://host:4222) instead of the embedded one")
@@ -46,6 +47,7 @@ func newServeFlags(cfg *app.Config) (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", app.DefaultShutdownTimeout, "how long shutdown waits for callbacks in flight")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", "", "serve pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve /metrics on this address instead of the HTTP port (e.g. an operators-only interface)")
+	sf.accessLog = fs.Bool("access-log", true, "log one line per callback at info; off saves about 4 µs of CPU per callback (README, Operations)")
 	sf.logFormat = fs.String("log-format", "text", "text (key=value) or json, one object per line")
 	sf.gogc = fs.Int("gogc", 200, "GC target percent when GOGC is not set: the bridge keeps little live data and allocates per callback, so fewer collections buy CPU and tail latency for some memory")
 	fs.TextVar(&sf.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
@@ -82,5 +84,6 @@ func serve(ctx context.Context, args []string) error {
 	}
 	cfg.Logger = slog.New(logbuf.Handler(h, lw))
 	cfg.Version = buildVersion()
+	cfg.NoAccessLog = !*sf.accessLog
 	return app.Run(ctx, cfg)
 }

@@ -17,6 +17,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -25,6 +26,7 @@ import (
 	"github.com/imbridge/imbridge/eventlog"
 	"github.com/imbridge/imbridge/gateway"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/gen/openapiv2"
 	"github.com/imbridge/imbridge/server"
 )
 
@@ -47,6 +49,8 @@ type Options struct {
 	MaxSubscribers int
 	// MaxUnackedBytes: server.Options.MaxUnackedBytes.
 	MaxUnackedBytes int
+	// Tracer traces callbacks and deliveries; nil: off.
+	Tracer trace.Tracer
 	// Logger of the bridge; default: discarded.
 	Logger *slog.Logger
 }
@@ -85,7 +89,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 	reg := prometheus.NewRegistry()
 	srv, err := server.New(server.Options{
 		Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg,
-		MaxSubscribers: opts.MaxSubscribers, MaxUnackedBytes: opts.MaxUnackedBytes,
+		MaxSubscribers: opts.MaxSubscribers, MaxUnackedBytes: opts.MaxUnackedBytes, Tracer: opts.Tracer,
 	})
 	if err != nil {
 		t.Fatalf("server: %v", err)
@@ -96,7 +100,10 @@ func Start(t testing.TB, opts Options) *Bridge {
 	}
 	gopts := opts.Gateway
 	gopts.OpenIM, gopts.Tencent, gopts.Ready, gopts.Auth, gopts.Logger = srv.OpenIM(), srv.Tencent(), srv.Ready, rules, logger
-	gopts.Record = srv.Record
+	gopts.Record, gopts.Tracer = srv.Record, opts.Tracer
+	if gopts.OpenAPI == nil {
+		gopts.OpenAPI = openapiv2.JSON
+	}
 	if gopts.Metrics == nil {
 		gopts.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	}

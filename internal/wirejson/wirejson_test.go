@@ -790,14 +790,14 @@ func TestMarshal(t *testing.T) {
 				Payload:  &v1.Event_MemberQuit{MemberQuit: &v1.MemberQuit{UserIds: []string{"a", "b"}}},
 			},
 			want: `{"id":"e","sequence":18446744073709551615,"receivedTime":null,"source":"SOURCE_OPENIM","command":"","phase":"PHASE_UNSPECIFIED",` +
-				`"kind":42,"metadata":null,"rawBody":"//4+","decideBy":null,"memberQuit":{"groupId":"","groupType":"","userIds":["a","b"],` +
+				`"kind":42,"metadata":null,"rawBody":"//4+","decideBy":null,"traceContext":{},"memberQuit":{"groupId":"","groupType":"","userIds":["a","b"],` +
 				`"reason":"QUIT_REASON_UNSPECIFIED","operatorUserId":null,"kickReason":""}}`,
 		},
 		{
 			name: "no oneof member set, empty list",
 			msg:  &v1.Event{ReceivedTime: &timestamppb.Timestamp{Seconds: -1}},
 			want: `{"id":"","sequence":0,"receivedTime":{"seconds":-1,"nanos":0},"source":"SOURCE_UNSPECIFIED","command":"","phase":"PHASE_UNSPECIFIED",` +
-				`"kind":"EVENT_KIND_UNSPECIFIED","metadata":null,"rawBody":"","decideBy":null}`,
+				`"kind":"EVENT_KIND_UNSPECIFIED","metadata":null,"rawBody":"","decideBy":null,"traceContext":{}}`,
 		},
 		{
 			name: "tencent request with list of messages",

@@ -266,6 +266,11 @@ type Event struct {
 	// Set when the bridge waits for verdicts on this event: the IM server is answered with the failure
 	// policy at this time. A verdict that arrives later is ignored.
 	DecideBy *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=decide_by,json=decideBy,proto3" json:"decide_by,omitempty"`
+	// W3C trace context of the callback's span (keys "traceparent" and, when set, "tracestate") while
+	// the bridge traces (OpenTelemetry, README Operations): a subscriber that starts its span from it,
+	// e.g. with propagation.TraceContext{}.Extract and a propagation.MapCarrier, joins the callback's
+	// trace. Empty when tracing is off.
+	TraceContext map[string]string `protobuf:"bytes,11,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// The canonical payload, filled from either vendor; unset for commands without a typed payload.
 	//
 	// Types that are valid to be assigned to Payload:
@@ -373,6 +378,13 @@ func (x *Event) GetRawBody() []byte {
 func (x *Event) GetDecideBy() *timestamppb.Timestamp {
 	if x != nil {
 		return x.DecideBy
+	}
+	return nil
+}
+
+func (x *Event) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
 	}
 	return nil
 }
@@ -812,7 +824,7 @@ var File_imbridge_v1_event_proto protoreflect.FileDescriptor
 
 const file_imbridge_v1_event_proto_rawDesc = "" +
 	"\n" +
-	"\x17imbridge/v1/event.proto\x12\vimbridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x04\n" +
+	"\x17imbridge/v1/event.proto\x12\vimbridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x05\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12?\n" +
@@ -824,10 +836,14 @@ const file_imbridge_v1_event_proto_rawDesc = "" +
 	"\bmetadata\x18\b \x01(\v2\x1c.imbridge.v1.RequestMetadataR\bmetadata\x12\x19\n" +
 	"\braw_body\x18\t \x01(\fR\arawBody\x127\n" +
 	"\tdecide_by\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\bdecideBy\x12M\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bdecideBy\x12I\n" +
+	"\rtrace_context\x18\v \x03(\v2$.imbridge.v1.Event.TraceContextEntryR\ftraceContext\x12M\n" +
 	"\x12group_info_changed\x18\x14 \x01(\v2\x1d.imbridge.v1.GroupInfoChangedH\x00R\x10groupInfoChanged\x12:\n" +
 	"\vmember_quit\x18\x15 \x01(\v2\x17.imbridge.v1.MemberQuitH\x00R\n" +
-	"memberQuitB\t\n" +
+	"memberQuit\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
 	"\apayload\"\xcb\x01\n" +
 	"\x0fRequestMetadata\x12!\n" +
 	"\foperation_id\x18\x01 \x01(\tR\voperationId\x12\x1c\n" +
@@ -909,7 +925,7 @@ func file_imbridge_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_imbridge_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_imbridge_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_imbridge_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_imbridge_v1_event_proto_goTypes = []any{
 	(Source)(0),                   // 0: imbridge.v1.Source
 	(Phase)(0),                    // 1: imbridge.v1.Phase
@@ -920,24 +936,26 @@ var file_imbridge_v1_event_proto_goTypes = []any{
 	(*KeyValue)(nil),              // 6: imbridge.v1.KeyValue
 	(*GroupInfoChanged)(nil),      // 7: imbridge.v1.GroupInfoChanged
 	(*MemberQuit)(nil),            // 8: imbridge.v1.MemberQuit
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	nil,                           // 9: imbridge.v1.Event.TraceContextEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_imbridge_v1_event_proto_depIdxs = []int32{
-	9,  // 0: imbridge.v1.Event.received_time:type_name -> google.protobuf.Timestamp
+	10, // 0: imbridge.v1.Event.received_time:type_name -> google.protobuf.Timestamp
 	0,  // 1: imbridge.v1.Event.source:type_name -> imbridge.v1.Source
 	1,  // 2: imbridge.v1.Event.phase:type_name -> imbridge.v1.Phase
 	2,  // 3: imbridge.v1.Event.kind:type_name -> imbridge.v1.EventKind
 	5,  // 4: imbridge.v1.Event.metadata:type_name -> imbridge.v1.RequestMetadata
-	9,  // 5: imbridge.v1.Event.decide_by:type_name -> google.protobuf.Timestamp
-	7,  // 6: imbridge.v1.Event.group_info_changed:type_name -> imbridge.v1.GroupInfoChanged
-	8,  // 7: imbridge.v1.Event.member_quit:type_name -> imbridge.v1.MemberQuit
-	6,  // 8: imbridge.v1.GroupInfoChanged.user_defined_data:type_name -> imbridge.v1.KeyValue
-	3,  // 9: imbridge.v1.MemberQuit.reason:type_name -> imbridge.v1.QuitReason
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	10, // 5: imbridge.v1.Event.decide_by:type_name -> google.protobuf.Timestamp
+	9,  // 6: imbridge.v1.Event.trace_context:type_name -> imbridge.v1.Event.TraceContextEntry
+	7,  // 7: imbridge.v1.Event.group_info_changed:type_name -> imbridge.v1.GroupInfoChanged
+	8,  // 8: imbridge.v1.Event.member_quit:type_name -> imbridge.v1.MemberQuit
+	6,  // 9: imbridge.v1.GroupInfoChanged.user_defined_data:type_name -> imbridge.v1.KeyValue
+	3,  // 10: imbridge.v1.MemberQuit.reason:type_name -> imbridge.v1.QuitReason
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_imbridge_v1_event_proto_init() }
@@ -957,7 +975,7 @@ func file_imbridge_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_imbridge_v1_event_proto_rawDesc), len(file_imbridge_v1_event_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
