@@ -19,6 +19,8 @@ VOLUME /var/lib/imbridge
 WORKDIR /var/lib/imbridge
 USER nonroot:nonroot
 EXPOSE 8080 9090
+# imbridge healthcheck finds the bridge from IMBRIDGE_HTTP_ADDR and IMBRIDGE_TLS_CERT: give those
+# settings as environment variables, not flags, or the check asks the default http://127.0.0.1:8080.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s CMD ["/usr/local/bin/imbridge", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/imbridge"]
 CMD ["serve", "--data-dir", "/var/lib/imbridge/data"]

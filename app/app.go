@@ -258,28 +258,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	if cfg.MetricsAddr != "" {
-		metricsLis, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics listen: %w", err)
-		}
-		defer metricsLis.Close()
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metricsHandler)
-		go func() { _ = http.Serve(metricsLis, mux) }()
-		logger.Info("metrics listening", "addr", metricsLis.Addr().String())
+		stop, err := serveAux("metrics", cfg.MetricsAddr, mux, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if cfg.DebugAddr != "" {
-		dbgLis, err := net.Listen("tcp", cfg.DebugAddr)
-		if err != nil {
-			return fmt.Errorf("debug listen: %w", err)
-		}
-		defer dbgLis.Close()
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		go func() { _ = http.Serve(dbgLis, mux) }()
-		logger.Info("debug listening", "addr", dbgLis.Addr().String())
+		stop, err := serveAux("debug", cfg.DebugAddr, mux, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	var hup chan os.Signal
 	if tlsFiles != nil {
@@ -425,4 +421,17 @@ func reloadCerts(ctx context.Context, files *auth.CertFiles, hup <-chan os.Signa
 			logger.Info("tls certificate reloaded")
 		}
 	}
+}
+
+// serveAux serves an operators' listener (metrics, pprof) beside the two ports until stop.
+func serveAux(name, addr string, h http.Handler, logger *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listen: %w", name, err)
+	}
+	// No write timeout: a CPU profile or trace takes as long as asked.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() { _ = srv.Serve(lis) }()
+	logger.Info(name+" listening", "addr", lis.Addr().String())
+	return func() { _ = srv.Close() }, nil
 }

@@ -222,7 +222,7 @@ func (r *Rules) Open() []string {
 		}
 	}
 	if !r.SubscribersConfigured() {
-		open = append(open, "gRPC (subscribe, decide, post callbacks): anyone who reaches the gRPC port")
+		open = append(open, "gRPC (subscribe, decide, post callbacks, manage and delete consumer groups): anyone who reaches the gRPC port")
 	}
 	return open
 }

@@ -74,6 +74,21 @@ func FromContext(ctx context.Context) *Principal {
 	return p
 }
 
+// AllowGroupAdmin checks that ctx's subscriber may manage consumer group name: the admin scope and
+// the group among its groups. Without a subscriber (no tokens configured), everything is allowed.
+func AllowGroupAdmin(ctx context.Context, name string) error {
+	p := FromContext(ctx)
+	switch {
+	case p == nil:
+		return nil
+	case !p.admin:
+		return status.Errorf(codes.PermissionDenied, "subscriber %s may not manage consumer groups (scope admin)", p.Name)
+	case !p.anyGroup && !slices.Contains(p.groups, name):
+		return status.Errorf(codes.PermissionDenied, "subscriber %s may not manage consumer group %s (scope groups: %v)", p.Name, name, p.groups)
+	}
+	return nil
+}
+
 // AllowSubscription checks a subscription against the scopes of ctx's subscriber:
 // PermissionDenied naming what the token does not allow. Without a subscriber (no tokens
 // configured), everything is allowed.

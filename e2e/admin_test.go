@@ -23,7 +23,21 @@ func TestAuthAdmin(t *testing.T) {
 	if code, msg := subscribeCode(t, b, tokenAudit, &pb.Subscription{Group: "audit", Filter: &pb.EventFilter{Sources: []pb.Source{pb.Source_SOURCE_OPENIM}}}); code != codes.OK {
 		t.Fatalf("subscribe: %v %s", code, msg)
 	}
+	if code, msg := subscribeCode(t, b, tokenFull, &pb.Subscription{Group: "payments"}); code != codes.OK {
+		t.Fatalf("subscribe: %v %s", code, msg)
+	}
 	admin := pb.NewAdminServiceClient(b.Conn)
+	// An admin of some groups only manages those, and sees only those.
+	auditOnly := withToken(t.Context(), tokenAdminAudit)
+	if _, err := admin.GetGroup(auditOnly, &pb.GetGroupRequest{Name: "payments"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("GetGroup of another group with a narrower admin token: %v; want PermissionDenied", err)
+	}
+	if _, err := admin.DeleteGroup(auditOnly, &pb.DeleteGroupRequest{Name: "payments", Force: true}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("DeleteGroup of another group with a narrower admin token: %v; want PermissionDenied", err)
+	}
+	if list, err := admin.ListGroups(auditOnly, &pb.ListGroupsRequest{}); err != nil || len(list.Groups) != 1 || list.Groups[0].Name != "audit" {
+		t.Errorf("ListGroups with a narrower admin token: %v %v; want audit alone", list, err)
+	}
 	calls := map[string]func(context.Context) error{
 		"ListGroups": func(ctx context.Context) error { _, err := admin.ListGroups(ctx, &pb.ListGroupsRequest{}); return err },
 		"GetGroup": func(ctx context.Context) error {

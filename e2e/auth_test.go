@@ -29,6 +29,7 @@ const (
 	tencentApp, tencentToken           = "1400000000", "xxxxyyyy"
 	tokenFull, tokenAudit, tokenNoPost = "imb_full", "imb_audit", "imb_nopost"
 	tokenAdmin                         = "imb_admin"
+	tokenAdminAudit                    = "imb_admin_audit"
 )
 
 func guardedBridge(t *testing.T) *bridgetest.Bridge {
@@ -54,6 +55,7 @@ func guardedBridgeLogging(t *testing.T, w io.Writer) *bridgetest.Bridge {
 			{Name: "audit", TokenSHA256: auth.HashSecret(tokenAudit), Scopes: auth.Scopes{Groups: []string{"audit"}, Sources: []string{"openim"}}},
 			{Name: "nopost", TokenSHA256: auth.HashSecret(tokenNoPost), Scopes: auth.Scopes{Groups: []string{"*"}, Tail: true}},
 			{Name: "admin", TokenSHA256: auth.HashSecret(tokenAdmin), Scopes: auth.Scopes{Groups: []string{"*"}, Admin: true}},
+			{Name: "admin-audit", TokenSHA256: auth.HashSecret(tokenAdminAudit), Scopes: auth.Scopes{Groups: []string{"audit"}, Admin: true}},
 		},
 	}})
 }

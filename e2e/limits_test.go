@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -235,4 +236,60 @@ func TestOnePullAtATime(t *testing.T) {
 			t.Fatalf("after %d events, %d pull requests wait at the log; want at most 1", i+1, info.NumWaiting)
 		}
 	}
+}
+
+// TestPullUsesBudgetExactly: a pull request whose records use its max_bytes up exactly is ended by
+// the log without a status. The member once waited for more and, after two missed heartbeats,
+// ended its subscriber's stream (UNAVAILABLE). Here the budget is the wire size of the first three
+// records, measured with a consumer whose deliveries look the same.
+func TestPullUsesBudgetExactly(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	first := bridgetest.Start(t, bridgetest.Options{DataDir: dir})
+	for range 5 {
+		postPadded(t, first, 1000)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bridgetest.Timeout)
+	defer cancel()
+	probe, err := first.Log.JetStream().CreateConsumer(ctx, first.Log.Stream(), jetstream.ConsumerConfig{
+		Durable: "probe", AckPolicy: jetstream.AckExplicitPolicy, // as long a name as "exact"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := probe.Fetch(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := 0
+	for msg := range batch.Messages() {
+		budget += len(msg.Subject()) + len(msg.Reply()) + len(msg.Data()) + headerBytes(msg.Headers())
+	}
+	first.Close()
+
+	b := bridgetest.Start(t, bridgetest.Options{DataDir: dir, MaxUnackedBytes: budget})
+	sub := b.Subscribe(t, &pb.Subscription{Group: "exact", MaxInFlight: 100})
+	var ids []string
+	for range 3 {
+		ids = append(ids, sub.Next().Id)
+	}
+	sub.Ack(ids[0], ids[1:]...)
+	for range 2 {
+		sub.Next() // fails the test if the stream ends instead
+	}
+}
+
+// headerBytes is the encoded size of NATS headers as the log counts them ("NATS/1.0\r\n", each
+// "key: value\r\n", "\r\n"); none: 0.
+func headerBytes(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
 }

@@ -36,7 +36,7 @@ func (a adminService) ListGroups(ctx context.Context, _ *pb.ListGroupsRequest) (
 	out := &pb.ListGroupsResponse{}
 	list := stream.ListConsumers(ctx)
 	for ci := range list.Info() {
-		if g, ok := a.group(ci); ok {
+		if g, ok := a.group(ci); ok && auth.AllowGroupAdmin(ctx, g.Name) == nil {
 			out.Groups = append(out.Groups, g)
 		}
 	}
@@ -66,6 +66,7 @@ func (a adminService) DeleteGroup(ctx context.Context, req *pb.DeleteGroupReques
 	if err := a.s.log.JetStream().DeleteConsumer(ctx, a.s.log.Stream(), req.GetName()); err != nil {
 		return nil, logError(err)
 	}
+	a.s.metrics.forgetGroup(req.GetName())
 	a.s.logger.Info("consumer group deleted", "group", req.GetName(), "by", principalName(ctx))
 	return &pb.DeleteGroupResponse{}, nil
 }
@@ -114,10 +115,14 @@ func (a adminService) ResetGroup(ctx context.Context, req *pb.ResetGroupRequest)
 // sequence the next record will take.
 func (a adminService) sequenceAt(ctx context.Context, t time.Time) (uint64, error) {
 	js, name := a.s.log.JetStream(), a.s.log.Stream()
-	c, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t})
+	c, err := js.CreateConsumer(ctx, name, jetstream.ConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t, AckPolicy: jetstream.AckNonePolicy,
+		MemoryStorage: true, InactiveThreshold: time.Minute, // removed below; this if the bridge stops first
+	})
 	if err != nil {
 		return 0, logError(err)
 	}
+	defer func() { _ = js.DeleteConsumer(context.WithoutCancel(ctx), name, c.CachedInfo().Name) }()
 	msgs, err := c.FetchNoWait(1)
 	if err != nil {
 		return 0, logError(err)
@@ -147,6 +152,9 @@ func (a adminService) sequenceAt(ctx context.Context, t time.Time) (uint64, erro
 func (a adminService) info(ctx context.Context, name string) (*jetstream.ConsumerInfo, error) {
 	if err := validGroupName(name); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "name: %v", err)
+	}
+	if err := auth.AllowGroupAdmin(ctx, name); err != nil {
+		return nil, err
 	}
 	c, err := a.s.log.JetStream().Consumer(ctx, a.s.log.Stream(), name)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {

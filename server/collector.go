@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,14 +13,23 @@ import (
 // logCollector reads the event log's state when /metrics is scraped: the stream's size, and each
 // consumer group's backlog as the log counts it (in records: a record holds one or more events). It
 // asks the log, not this instance, so every instance reports every group, members connected or not.
+//
+// The answers are kept logCacheTTL: a scrape costs the log a stream info and a consumer list, and
+// /metrics may be reachable by more than the operators' Prometheus.
 type logCollector struct {
-	log *eventlog.Log
+	log    *eventlog.Log
+	mu     sync.Mutex
+	at     time.Time           // of cached; guarded by mu
+	cached []prometheus.Metric // guarded by mu
 	up, messages, bytes, firstSeq, lastSeq,
 	pending, unacked, redelivered *prometheus.Desc
 }
 
 // logScrapeTimeout bounds the questions one scrape asks the log.
-const logScrapeTimeout = 2 * time.Second
+const (
+	logScrapeTimeout = 2 * time.Second
+	logCacheTTL      = 2 * time.Second
+)
 
 func newLogCollector(log *eventlog.Log) *logCollector {
 	group := []string{"group"}
@@ -43,10 +53,23 @@ func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock() // concurrent scrapes wait for one to ask
+	defer c.mu.Unlock()
+	if time.Since(c.at) > logCacheTTL {
+		c.cached = c.cached[:0]
+		c.collect(func(m prometheus.Metric) { c.cached = append(c.cached, m) })
+		c.at = time.Now()
+	}
+	for _, m := range c.cached {
+		ch <- m
+	}
+}
+
+func (c *logCollector) collect(emit func(prometheus.Metric)) {
 	ctx, cancel := context.WithTimeout(context.Background(), logScrapeTimeout)
 	defer cancel()
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		emit(prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
 	}
 	stream, err := c.log.JetStream().Stream(ctx, c.log.Stream())
 	if err != nil {

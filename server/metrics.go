@@ -143,3 +143,11 @@ func (m *metrics) forGroup(group string) groupMetrics {
 		ackDur:       m.ackDur.WithLabelValues(group),
 	}
 }
+
+// forgetGroup drops a deleted group's series.
+func (m *metrics) forgetGroup(group string) {
+	for _, v := range []interface{ DeleteLabelValues(...string) bool }{m.deliveries, m.redeliveries, m.acks, m.ackDur, m.subscribers, m.deadlineMisses} {
+		v.DeleteLabelValues(group)
+	}
+	m.verdicts.DeletePartialMatch(prometheus.Labels{"group": group})
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -89,25 +90,19 @@ type CallRecord struct {
 // and writes its access line at info. Secrets never reach it: the command is the one read after
 // the caller's checks, and no header is logged.
 func (s *Server) Record(ctx context.Context, r *CallRecord) {
-	o := r.Outcome
-	if o == nil {
-		o = &Outcome{}
-	}
-	cmd := o.Command
-	if cmd == "" {
-		cmd = r.Command
-	}
-	answer, why := o.Answer, o.Why
-	if r.Status != http.StatusOK || answer == "" {
-		answer, why = answerForStatus(r.Status), r.Err
-	}
-	phase := o.Phase
-	if phase == pb.Phase_PHASE_UNSPECIFIED && cmd != "" {
-		phase = phaseOf(r.Vendor, cmd)
-	}
+	o, cmd, answer, why, phase := r.resolve()
 	s.metrics.callback(r.Vendor, commandLabel(cmd), phaseLabel(phase), answer, r.Latency)
-	if !s.accessLog || !s.logger.Enabled(ctx, slog.LevelInfo) {
+	// A callback not answered OK (refused callers, bad input, the log unavailable) is logged at warn,
+	// access log or not.
+	level := slog.LevelInfo
+	if r.Status != http.StatusOK {
+		level = slog.LevelWarn
+	}
+	if level == slog.LevelInfo && !s.accessLog || !s.logger.Enabled(ctx, level) {
 		return
+	}
+	if len(cmd) > MaxCommandBytes { // a refused name, as sent
+		cmd = fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(cmd[:MaxCommandBytes], "?"), len(cmd))
 	}
 	attrs := make([]slog.Attr, 0, 12)
 	attrs = append(attrs,
@@ -126,7 +121,29 @@ func (s *Server) Record(ctx context.Context, r *CallRecord) {
 	if o.EventID != "" {
 		attrs = append(attrs, slog.String("event", o.EventID))
 	}
-	s.logger.LogAttrs(ctx, slog.LevelInfo, "callback", attrs...)
+	s.logger.LogAttrs(ctx, level, "callback", attrs...)
+}
+
+// resolve reads a record: its outcome (never nil), command, answer, why and phase, from what the
+// services found out where they got that far, else from what the transport saw.
+func (r *CallRecord) resolve() (o *Outcome, cmd, answer, why string, phase pb.Phase) {
+	o = r.Outcome
+	if o == nil {
+		o = &Outcome{}
+	}
+	cmd = o.Command
+	if cmd == "" {
+		cmd = r.Command
+	}
+	answer, why = o.Answer, o.Why
+	if r.Status != http.StatusOK || answer == "" {
+		answer, why = answerForStatus(r.Status), r.Err
+	}
+	phase = o.Phase
+	if phase == pb.Phase_PHASE_UNSPECIFIED && cmd != "" {
+		phase = phaseOf(r.Vendor, cmd)
+	}
+	return o, cmd, answer, why, phase
 }
 
 // answerForStatus classes an error answer by its HTTP status.

@@ -109,6 +109,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxSubscribers < 0 || opts.MaxUnackedBytes < 0 {
+		return nil, fmt.Errorf("server: MaxSubscribers %d and MaxUnackedBytes %d: want positive (0: the default)", opts.MaxSubscribers, opts.MaxUnackedBytes)
+	}
 	pols, err := opts.Policies.resolve()
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)

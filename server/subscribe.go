@@ -230,7 +230,7 @@ func (m *member) fetch(ctx context.Context) error {
 		// one record past maxBytes.
 		maxBytes := freeBytes
 		if whole {
-			n, maxBytes = 1, int(m.s.log.MaxMessageBytes())+pullDeliveryRoom
+			n, maxBytes = 1, 0 // one record, whatever its size
 		}
 		got, tooBig, err := m.pull(ctx, nc, next, sub.Subject, msgs, n, maxBytes)
 		if err != nil || ctx.Err() != nil {
@@ -246,9 +246,6 @@ const (
 	pullExpires   = 30 * time.Second
 	pullHeartbeat = 5 * time.Second
 	pullSlack     = 16
-	// pullDeliveryRoom is what the log counts in a delivered record besides its stored message:
-	// the subject and the ack reply subject.
-	pullDeliveryRoom = 1 << 10
 	// drainWait bounds how long a leaving member waits for the log to confirm its unsubscribe
 	// (normally one round trip to the log).
 	drainWait = time.Second
@@ -258,7 +255,13 @@ const (
 // come, until n have come, the log ends the request (it expired, or the next record would pass
 // maxBytes: tooBig) or ctx ends. It returns how many records came.
 func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n, maxBytes int) (got int, tooBig bool, err error) {
-	req := fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d}`, n, maxBytes, pullExpires, pullHeartbeat)
+	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, n, pullExpires, pullHeartbeat)
+	if maxBytes > 0 {
+		req = fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d}`, n, maxBytes, pullExpires, pullHeartbeat)
+	}
+	// A record that uses the request's max_bytes up exactly ends it with no status at all: the
+	// bytes left are counted here as the log counts them (Msg.Size: subject, reply, headers, data).
+	left := maxBytes
 	if err := nc.PublishRequest(next, inbox, req); err != nil {
 		return 0, false, status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
 	}
@@ -277,8 +280,12 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 				}
 			} else {
 				got++
+				left -= msg.Size()
 				if err := m.handle(ctx, msg); err != nil {
 					return got, false, err
+				}
+				if maxBytes > 0 && left <= 0 {
+					return got, false, nil
 				}
 			}
 			idle.Reset(2 * pullHeartbeat)

@@ -43,22 +43,11 @@ func EndCallbackSpan(span trace.Span, tracer trace.Tracer, ctx context.Context, 
 	if span == nil {
 		return
 	}
-	o := r.Outcome
-	if o == nil {
-		o = &Outcome{}
-	}
+	o, cmd, answer, _, _ := r.resolve()
 	now := time.Now()
 	if !o.answered.IsZero() {
 		_, answer := tracer.Start(ctx, "imbridge.answer", trace.WithTimestamp(o.answered))
 		answer.End(trace.WithTimestamp(now))
-	}
-	cmd := o.Command
-	if cmd == "" {
-		cmd = r.Command
-	}
-	answer := o.Answer
-	if r.Status != 200 || answer == "" {
-		answer = answerForStatus(r.Status)
 	}
 	attrs := []attribute.KeyValue{
 		attribute.String("imbridge.command", cmd),
@@ -120,6 +109,9 @@ func endSpan(span trace.Span, err error) {
 	span.End()
 }
 
+// maxTraceState is the longest tracestate stored (W3C Trace Context: vendors may cut it at 512).
+const maxTraceState = 512
+
 // injectTraceContext stores the callback's trace context in its event.
 func (s *Server) injectTraceContext(ctx context.Context, tc *map[string]string) {
 	if s.tracer == nil || !trace.SpanContextFromContext(ctx).IsValid() {
@@ -127,6 +119,9 @@ func (s *Server) injectTraceContext(ctx context.Context, tc *map[string]string) 
 	}
 	m := map[string]string{}
 	traceContext.Inject(ctx, propagation.MapCarrier(m))
+	if len(m["tracestate"]) > maxTraceState { // the caller's, stored in every event: bounded
+		delete(m, "tracestate")
+	}
 	*tc = m
 }
 

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -13,11 +15,23 @@ import (
 // status 0 when ready.
 func healthcheck(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlagSet("healthcheck", "[flags]")
-	url := fs.String("url", "http://127.0.0.1:8080/readyz", "the bridge's readiness URL")
-	insecure := fs.Bool("insecure", false, "do not verify an https URL's certificate (a container checking itself by 127.0.0.1)")
+	url := fs.String("url", "", "the bridge's readiness URL (default: this host's bridge as IMBRIDGE_HTTP_ADDR and IMBRIDGE_TLS_CERT say: http://127.0.0.1:8080/readyz, https with TLS)")
+	insecure := fs.Bool("insecure", false, "do not verify an https URL's certificate (a container checking itself by 127.0.0.1; the default URL does not)")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *url == "" {
+		// The container's own bridge, read from the environment serve reads.
+		port := "8080"
+		if _, p, err := net.SplitHostPort(os.Getenv("IMBRIDGE_HTTP_ADDR")); err == nil && p != "" {
+			port = p
+		}
+		scheme := "http"
+		if os.Getenv("IMBRIDGE_TLS_CERT") != "" {
+			scheme, *insecure = "https", true // its certificate names the service, not 127.0.0.1
+		}
+		*url = scheme + "://127.0.0.1:" + port + "/readyz"
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

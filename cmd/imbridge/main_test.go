@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imbridge/imbridge/examples"
@@ -499,10 +500,17 @@ func TestGroupsCommand(t *testing.T) {
 	if err != nil || !regexp.MustCompile(`(?m)^GROUP\s+DECIDE\s+MEMBERS HERE.*\n^audit\s+false\s+1\s+0\s+1\s`).MatchString(out) {
 		t.Errorf("groups list: %v\n%s", err, out)
 	}
-	if out, err := run("groups", "show", "audit"); err != nil || !strings.Contains(out, `"name": "audit"`) || !strings.Contains(out, `"unackedRecords": "1"`) {
+	group := func(out string) *pb.Group {
+		g := new(pb.Group)
+		if err := protojson.Unmarshal([]byte(out), g); err != nil {
+			t.Errorf("not a Group in JSON: %v\n%s", err, out)
+		}
+		return g
+	}
+	if out, err := run("groups", "show", "audit"); err != nil || group(out).GetName() != "audit" || group(out).GetUnackedRecords() != 1 {
 		t.Errorf("groups show: %v\n%s", err, out)
 	}
-	if out, err := run("groups", "reset", "audit", "--to-time", "1h"); err != nil || !strings.Contains(out, `"name": "audit"`) {
+	if out, err := run("groups", "reset", "audit", "--to-time", "1h"); err != nil || group(out).GetName() != "audit" {
 		t.Errorf("groups reset --to-time: %v\n%s", err, out)
 	}
 	if out, err := run("groups", "delete", "audit"); err == nil || !strings.Contains(out, "force") {

@@ -19,6 +19,7 @@ const FlushAfter = 100 * time.Millisecond
 
 // Writer is a buffered io.Writer that flushes itself at most FlushAfter after a write.
 type Writer struct {
+	out   io.Writer
 	mu    sync.Mutex
 	buf   *bufio.Writer // guarded by mu
 	timer *time.Timer   // pending flush, nil if none; guarded by mu
@@ -27,16 +28,19 @@ type Writer struct {
 
 // NewWriter buffers w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{buf: bufio.NewWriterSize(w, 64<<10)}
+	return &Writer{out: w, buf: bufio.NewWriterSize(w, 64<<10)}
 }
 
 // Write buffers p (one log line, as slog handlers write) and schedules a flush.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(p) > w.buf.Available() && w.buf.Buffered() > 0 {
+		w.flushLocked() // whole lines only: another writer of the same file must not land inside one
+	}
 	n, err := w.buf.Write(p)
-	if err != nil && w.err == nil {
-		w.err = err
+	if err != nil {
+		w.failed(err)
 	}
 	if w.timer == nil && w.buf.Buffered() > 0 {
 		w.timer = time.AfterFunc(FlushAfter, func() { _ = w.Flush() })
@@ -52,10 +56,23 @@ func (w *Writer) Flush() error {
 		w.timer.Stop()
 		w.timer = nil
 	}
-	if err := w.buf.Flush(); err != nil && w.err == nil {
+	w.flushLocked()
+	return w.err
+}
+
+func (w *Writer) flushLocked() {
+	if err := w.buf.Flush(); err != nil {
+		w.failed(err)
+	}
+}
+
+// failed keeps the first error for Flush and starts a fresh buffer: bufio's errors are sticky, and
+// one failed write (a full disk, a reader gone) must not end all logging. What was buffered is lost.
+func (w *Writer) failed(err error) {
+	if w.err == nil {
 		w.err = err
 	}
-	return w.err
+	w.buf.Reset(w.out)
 }
 
 // Close flushes: call it before the process exits.

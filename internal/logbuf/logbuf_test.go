@@ -2,6 +2,7 @@ package logbuf
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -75,4 +76,60 @@ func TestClose(t *testing.T) {
 	if err := w.Close(); err != nil || s.String() != "line\n" {
 		t.Errorf("after Close: %q, %v", s.String(), err)
 	}
+}
+
+// flaky fails its first write.
+type flaky struct {
+	sink
+	failed bool
+}
+
+func (f *flaky) Write(p []byte) (int, error) {
+	if !f.failed {
+		f.failed = true
+		return 0, io.ErrShortWrite
+	}
+	return f.sink.Write(p)
+}
+
+// TestRecoversFromAWriteError: a failed write is reported once, and later lines are written.
+func TestRecoversFromAWriteError(t *testing.T) {
+	f := &flaky{sink: sink{writes: make(chan struct{}, 1)}}
+	w := NewWriter(f)
+	_, _ = w.Write([]byte("lost\n"))
+	if err := w.Flush(); err == nil {
+		t.Error("the failed write was not reported")
+	}
+	_, _ = w.Write([]byte("kept\n"))
+	_ = w.Flush()
+	if got := f.String(); got != "kept\n" {
+		t.Errorf("after the error: %q; want the later line", got)
+	}
+}
+
+// TestWholeLines: a line that does not fit what is left of the buffer goes out after the buffered
+// ones, never split between two writes.
+func TestWholeLines(t *testing.T) {
+	var writes []string
+	w := NewWriter(writerFunc(func(p []byte) (int, error) { writes = append(writes, string(p)); return len(p), nil }))
+	small := strings.Repeat("a", 60<<10) + "\n"
+	big := strings.Repeat("b", 10<<10) + "\n"
+	_, _ = w.Write([]byte(small))
+	_, _ = w.Write([]byte(big))
+	_ = w.Flush()
+	if len(writes) != 2 || writes[0] != small || writes[1] != big {
+		t.Errorf("%d writes of %v bytes; want the two lines whole", len(writes), lens(writes))
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func lens(ss []string) []int {
+	var n []int
+	for _, s := range ss {
+		n = append(n, len(s))
+	}
+	return n
 }
