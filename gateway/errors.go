@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -29,7 +28,7 @@ import (
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, command string, httpStatus int, msg string) {
 	if aw, ok := w.(*answerWriter); ok {
 		aw.err = msg
-	} else if v == vendorNone || h.opts.Record == nil {
+	} else {
 		h.opts.Logger.Debug("request refused", "path_vendor", v.String(), "command", command, "remote", r.RemoteAddr, "status", httpStatus, "err", msg)
 	}
 	var body []byte
@@ -52,10 +51,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, v vendor, command
 // rpcError is the mux's error handler: a decode error or an error a service returned.
 func (h *Handler) rpcError(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 	s := status.Convert(err)
-	httpStatus := runtime.HTTPStatusFromCode(s.Code())
-	if s.Code() == codes.ResourceExhausted {
-		httpStatus = http.StatusRequestEntityTooLarge // the callback services' only use of it
-	}
+	httpStatus := server.HTTPStatus(s.Code())
 	h.fail(w, r, vendorOf(r.URL.Path), path.Base(r.URL.Path), httpStatus, s.Message()) // the path as rewritten: /openim/{command}
 }
 

@@ -50,7 +50,7 @@ type Options struct {
 	// secret and addresses; Tencent's apps and Sign). Nil: callbacks are taken from anyone.
 	Auth *auth.Rules
 	// Record takes each answered callback, for metrics and the access log (server.Server.Record).
-	// Nil: nothing is recorded.
+	// Nil: callbacks are neither counted nor logged.
 	Record func(context.Context, *server.CallRecord)
 	// Version is reported by /healthz.
 	Version string
@@ -149,10 +149,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if first == "tencent" {
 			v = vendorTencent
 		}
-		if h.opts.Record == nil {
-			h.callback(w, r, v, rest, received, nil)
-			return
-		}
 		aw := &answerWriter{ResponseWriter: w, status: http.StatusOK}
 		rec := &server.CallRecord{Vendor: v.String(), Transport: "http", Remote: r.RemoteAddr, Outcome: &server.Outcome{}}
 		ctx, span := server.StartCallbackSpan(r.Context(), h.opts.Tracer, propagation.HeaderCarrier(r.Header), v.String(), "http", received)
@@ -161,14 +157,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.callback(aw, r, v, rest, received, rec)
 		rec.Status, rec.Err, rec.Latency = aw.status, aw.err, h.opts.Now().Sub(received)
-		h.opts.Record(ctx, rec)
+		if h.opts.Record != nil {
+			h.opts.Record(ctx, rec)
+		}
 		server.EndCallbackSpan(span, h.opts.Tracer, ctx, rec)
 	default:
 		writeJSON(w, http.StatusNotFound, []byte(`{"error":"not found: IM servers post to /openim/{command} or /tencent"}`))
 	}
 }
 
-// callback handles one callback; rec (nil when nothing is recorded) takes its command and outcome.
+// callback handles one callback; rec takes its command and outcome.
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, rest string, received time.Time, rec *server.CallRecord) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -205,9 +203,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			h.fail(w, r, v, "", http.StatusBadRequest, "missing CallbackCommand query parameter")
 			return
 		}
-		if rec != nil {
-			rec.Outcome.RequestID = md.RequestId
-		}
+		rec.Outcome.RequestID = md.RequestId
 		if h.opts.Auth != nil {
 			if ref := h.opts.Auth.CheckTencent(r.RemoteAddr, q, received); ref != nil {
 				h.refuse(w, r, v, command, ref)
@@ -215,11 +211,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 			}
 		}
 	}
-	if rec != nil {
-		rec.Command = command // known only once the caller passed (OpenIM's path may hold its secret)
-		if v == vendorOpenIM {
-			rec.Outcome.OperationID = md.OperationId
-		}
+	rec.Command = command // known only once the caller passed (OpenIM's path may hold its secret)
+	if v == vendorOpenIM {
+		rec.Outcome.OperationID = md.OperationId
 	}
 	if r.ContentLength > h.opts.MaxBodyBytes {
 		h.fail(w, r, v, command, http.StatusRequestEntityTooLarge, "body larger than the limit")
@@ -241,9 +235,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request, v vendor, res
 		return
 	}
 	ctx := server.WithCallInfo(r.Context(), &server.CallInfo{Body: body, Received: received, Metadata: md})
-	if rec != nil {
-		ctx = server.WithOutcome(ctx, rec.Outcome)
-		server.MarkDecodeStart(ctx)
+	ctx = server.WithOutcome(ctx, rec.Outcome)
+	if h.opts.Tracer != nil {
+		rec.Outcome.MarkDecodeStart()
 	}
 	r2 := r.WithContext(ctx)
 	u := *r.URL

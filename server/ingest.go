@@ -22,8 +22,9 @@ import (
 // decider groups must answer, publishes, then waits for them (see waiter.wait). With no decider
 // connected, the failure policy answers at once.
 func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
-	noteEvent(ctx, ev)
-	s.decoded(ctx)
+	o := outcomeFrom(ctx) // nil when nobody records the callback
+	o.noteEvent(ev)
+	s.decoded(ctx, o)
 	if err := checkCommand(ev.Command); err != nil {
 		return nil, err
 	}
@@ -62,10 +63,10 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	}
 	switch {
 	case !pol.waits(ev.Phase):
-		s.noteAnswer(ctx, AnswerOK, "")
+		o.noteAnswer(AnswerOK, "", s.tracer != nil)
 		return allowVerdict, nil
 	case w == nil:
-		s.noteAnswer(ctx, AnswerFailurePolicy, "no decider connected: failure policy "+string(pol.failure))
+		o.noteAnswer(AnswerFailurePolicy, "no decider connected: failure policy "+string(pol.failure), s.tracer != nil)
 		return failureVerdict(pol.failure, noDeciderMsg), nil
 	}
 	start := time.Now()
@@ -78,7 +79,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	}
 	switch answer {
 	case AnswerRefused:
-		s.noteAnswer(ctx, answer, fmt.Sprintf("refused by group %s: %s", refuser, v.GetMessage()))
+		o.noteAnswer(answer, fmt.Sprintf("refused by group %s: %s", refuser, v.GetMessage()), s.tracer != nil)
 	case AnswerFailurePolicy:
 		missing := s.verdicts.missing(ev.Id)
 		for _, g := range missing {
@@ -88,9 +89,9 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		if ctx.Err() != nil {
 			why = fmt.Sprintf("the IM server went away waiting for %s: failure policy %s", strings.Join(missing, ", "), pol.failure)
 		}
-		s.noteAnswer(ctx, answer, why)
+		o.noteAnswer(answer, why, s.tracer != nil)
 	default:
-		s.noteAnswer(ctx, answer, "")
+		o.noteAnswer(answer, "", s.tracer != nil)
 	}
 	return v, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -56,19 +57,19 @@ func outcomeFrom(ctx context.Context) *Outcome {
 	return o
 }
 
-// noteEvent records the event a callback became.
-func noteEvent(ctx context.Context, ev *pb.Event) {
-	if o := outcomeFrom(ctx); o != nil {
+// noteEvent records the event a callback became; o may be nil (nobody records the callback).
+func (o *Outcome) noteEvent(ev *pb.Event) {
+	if o != nil {
 		o.EventID, o.Command, o.Phase = ev.Id, ev.Command, ev.Phase
 		o.OperationID, o.RequestID = ev.GetMetadata().GetOperationId(), ev.GetMetadata().GetRequestId()
 	}
 }
 
-// noteAnswer records how a callback was answered.
-func (s *Server) noteAnswer(ctx context.Context, answer, why string) {
-	if o := outcomeFrom(ctx); o != nil {
+// noteAnswer records how a callback was answered (and when, for the answer span if traced).
+func (o *Outcome) noteAnswer(answer, why string, traced bool) {
+	if o != nil {
 		o.Answer, o.Why = answer, why
-		if s.tracer != nil {
+		if traced {
 			o.answered = time.Now()
 		}
 	}
@@ -165,25 +166,13 @@ func answerForStatus(code int) string {
 	return AnswerError
 }
 
-// httpStatusOf is the HTTP status the gateway answers a gRPC status code with.
-func httpStatusOf(c codes.Code) int {
-	switch c {
-	case codes.OK:
-		return http.StatusOK
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.ResourceExhausted:
+// HTTPStatus is the HTTP status a callback service's gRPC status code is answered with: grpc-gateway's
+// mapping, except ResourceExhausted, the callback services' "too large to store" (413).
+func HTTPStatus(c codes.Code) int {
+	if c == codes.ResourceExhausted {
 		return http.StatusRequestEntityTooLarge
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	case codes.NotFound:
-		return http.StatusNotFound
 	}
-	return http.StatusInternalServerError
+	return runtime.HTTPStatusFromCode(c)
 }
 
 // commandLabel bounds the command label: a command no IM server is known to send is "other".
@@ -237,7 +226,7 @@ func (s *Server) CallbackInterceptor() grpc.UnaryServerInterceptor {
 		resp, err := handler(WithOutcome(sctx, o), req)
 		rec := &CallRecord{Vendor: vendor, Transport: "grpc", Outcome: o, Latency: time.Since(start)}
 		st := status.Convert(err)
-		rec.Status = httpStatusOf(st.Code())
+		rec.Status = HTTPStatus(st.Code())
 		if err != nil {
 			rec.Err = st.Message()
 		}

@@ -72,22 +72,18 @@ func EndCallbackSpan(span trace.Span, tracer trace.Tracer, ctx context.Context, 
 
 // decoded records, for tracing, that the callback's request became an event: the "imbridge.decode"
 // span, from the request's handoff to the services until now.
-func (s *Server) decoded(ctx context.Context) {
+func (s *Server) decoded(ctx context.Context, o *Outcome) {
 	if s.tracer == nil {
 		return
 	}
-	if o := outcomeFrom(ctx); o != nil && !o.decodeStart.IsZero() {
+	if o != nil && !o.decodeStart.IsZero() {
 		_, span := s.tracer.Start(ctx, "imbridge.decode", trace.WithTimestamp(o.decodeStart))
 		span.End()
 	}
 }
 
 // MarkDecodeStart notes when the services were handed the request, for the decode span.
-func MarkDecodeStart(ctx context.Context) {
-	if o := outcomeFrom(ctx); o != nil {
-		o.decodeStart = time.Now()
-	}
-}
+func (o *Outcome) MarkDecodeStart() { o.decodeStart = time.Now() }
 
 // startSpan starts a child span of a callback's; nil when tracing is off.
 func (s *Server) startSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) trace.Span {
