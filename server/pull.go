@@ -1,0 +1,218 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// fetch pulls as many events as the member has free slots, never more, so that a busy member does
+// not hold events an idle one could take.
+//
+// It pulls on a subscription of its own rather than with jetstream's Fetch, for the member's way
+// out. A member leaving while a pull request is waiting at the log must hand its records back only
+// once the log can no longer deliver to that request: Fetch drops its subscription only after it
+// has ended the batch, so a record handed back at once could go straight to the dead request and
+// wait out the ack wait. Here the subscription is drained before anything is handed back.
+func (m *member) fetch(ctx context.Context) error {
+	nc := m.s.log.Conn()
+	// One request is waiting at a time, for at most m.max records; the rest is room for heartbeats.
+	msgs := make(chan *nats.Msg, m.max+pullSlack)
+	sub, err := nc.ChanSubscribe(nc.NewInbox(), msgs)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+	}
+	defer m.drain(sub, msgs)
+	next := jetstream.DefaultAPIPrefix + "CONSUMER.MSG.NEXT." + m.s.log.Stream() + "." + m.sub.Group
+	whole := false // the next record is larger than what is free: take it alone
+	for {
+		free, freeBytes := m.waitFree(ctx)
+		if free == 0 {
+			return nil // ctx ended
+		}
+		// Records hold one event under light load and up to maxRecordEvents under heavy load: ask
+		// for as many records as fit at the recent average size, and at least one. A burst of records
+		// larger than the average can take the member past max_in_flight.
+		m.mu.Lock()
+		n := max(1, int(float64(free)/m.recordSize))
+		m.mu.Unlock()
+		// The log ends the request before a record that would pass maxBytes. That record is then
+		// taken alone, so that a large record is not held back by small ones: a member holds at most
+		// one record past maxBytes.
+		maxBytes := freeBytes
+		if whole {
+			n, maxBytes = 1, 0 // one record, whatever its size
+		}
+		got, tooBig, err := m.pull(ctx, nc, next, sub.Subject, msgs, n, maxBytes)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		whole = got == 0 && tooBig
+	}
+}
+
+// A pull request waits at most pullExpires for records; while it waits, the log sends a heartbeat
+// every pullHeartbeat, and two missed heartbeats end the subscription.
+const (
+	pullExpires   = 30 * time.Second
+	pullHeartbeat = 5 * time.Second
+	pullSlack     = 16
+	// drainWait bounds how long a leaving member waits for the log to confirm its unsubscribe
+	// (normally one round trip to the log).
+	drainWait = time.Second
+)
+
+// pull sends one pull request for n records of at most maxBytes in all and delivers them as they
+// come, until n have come, the log ends the request (it expired, or the next record would pass
+// maxBytes: tooBig) or ctx ends. It returns how many records came.
+func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n, maxBytes int) (got int, tooBig bool, err error) {
+	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, n, pullExpires, pullHeartbeat)
+	if maxBytes > 0 {
+		req = fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d}`, n, maxBytes, pullExpires, pullHeartbeat)
+	}
+	// A record that uses the request's max_bytes up exactly ends it with no status at all: the
+	// bytes left are counted here as the log counts them (Msg.Size: subject, reply, headers, data).
+	left := maxBytes
+	if err := nc.PublishRequest(next, inbox, req); err != nil {
+		return 0, false, status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
+	}
+	idle := time.NewTimer(2 * pullHeartbeat)
+	defer idle.Stop()
+	for got < n {
+		select {
+		case <-ctx.Done():
+			return got, false, nil
+		case <-idle.C:
+			return got, false, status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
+		case msg := <-msgs:
+			if code, ok := pullStatus(msg); ok {
+				if ended, err := m.pullEnded(code, msg.Header); ended {
+					return got, code == "409" && msg.Header.Get("Description") == pullTooBig, err
+				}
+			} else {
+				got++
+				left -= msg.Size()
+				if err := m.handle(ctx, msg); err != nil {
+					return got, false, err
+				}
+				if maxBytes > 0 && left <= 0 {
+					return got, false, nil
+				}
+			}
+			idle.Reset(2 * pullHeartbeat)
+		}
+	}
+	return got, false, nil
+}
+
+// pullTooBig describes the status that ends a pull request whose next record would pass its
+// max_bytes.
+const pullTooBig = "Message Size Exceeds MaxBytes"
+
+// pullEnded reads a status from the log: whether it ends the pull request, and the error, if any,
+// that ends the subscription with it.
+func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
+	why := hdr.Get("Description")
+	switch {
+	case code == "100": // idle heartbeat
+		return false, nil
+	case code == "404", code == "408": // no more records for this request
+		return true, nil
+	case code == "409" && why == pullTooBig: // the next record would pass the request's max_bytes
+		return true, nil
+	case code == "409" && why == "Batch Completed":
+		// Sent after the last record of a request whose max_bytes were not used up: that request
+		// ended here when its last record came, and this status may reach the next one.
+		return false, nil
+	case code == "409" && why == "Leadership Change":
+		return true, nil
+	case code == "503": // no responders
+		why = "the consumer is gone from the event log"
+	}
+	return true, status.Errorf(codes.Unavailable, "consumer group %s: %s %s", m.sub.Group, code, why)
+}
+
+// pullStatus reports the status code of a message from the log that carries no record: a heartbeat,
+// or the end of a pull request.
+func pullStatus(msg *nats.Msg) (string, bool) {
+	if len(msg.Data) > 0 || msg.Header == nil {
+		return "", false
+	}
+	code := msg.Header.Get("Status")
+	return code, code != ""
+}
+
+// drain ends the member's subscription to its pull requests and hands back whatever the log sent on
+// it before the log removed the subscription: once the subscription is closed, nothing more can be
+// delivered to this member. Should the log be slow to confirm, the member goes on without waiting,
+// and what still arrives is handed back as it comes, until the subscription closes or the last pull
+// request has expired. (Over an external NATS connection that is reconnecting, the unsubscribe is
+// not sent: events the log delivers to the last request then wait out the ack wait.)
+func (m *member) drain(sub *nats.Subscription, msgs <-chan *nats.Msg) {
+	closed := make(chan struct{})
+	var once sync.Once // the handler runs once for a subscription; this keeps close(closed) safe if not
+	sub.SetClosedHandler(func(string) { once.Do(func() { close(closed) }) })
+	if err := sub.Drain(); err != nil {
+		handBack(msgs) // the connection is closed: nothing more comes
+		return
+	}
+	timer := time.NewTimer(drainWait)
+	defer timer.Stop()
+	select {
+	case <-closed:
+		handBack(msgs)
+	case <-timer.C:
+		go func() {
+			expired := time.NewTimer(pullExpires)
+			defer expired.Stop()
+			for {
+				select {
+				case msg := <-msgs:
+					nak(msg)
+				case <-closed:
+					handBack(msgs)
+					return
+				case <-expired.C:
+					return
+				}
+			}
+		}()
+	}
+}
+
+// handBack Naks the records waiting in msgs, so that the log delivers them to another member now.
+func handBack(msgs <-chan *nats.Msg) {
+	for {
+		select {
+		case msg := <-msgs:
+			nak(msg)
+		default:
+			return
+		}
+	}
+}
+
+// nak hands a pulled record back to the log. Only a record from the log is answered: what arrives
+// on a member's inbox is outside input, and a forged message would have its reply subject answered
+// with the bridge's permissions.
+func nak(msg *nats.Msg) {
+	if fromLog(msg) {
+		_ = msg.Nak()
+	}
+}
+
+// fromLog reports whether msg is a record the log delivered: its reply subject is a JetStream ack
+// subject (a status message carries none).
+func fromLog(msg *nats.Msg) bool {
+	return strings.HasPrefix(msg.Reply, jsAckPrefix)
+}
+
+// jsAckPrefix starts the reply subject of every record JetStream delivers.
+const jsAckPrefix = "$JS.ACK."
