@@ -38,7 +38,35 @@ func TestAuthAdmin(t *testing.T) {
 	if list, err := admin.ListGroups(auditOnly, &pb.ListGroupsRequest{}); err != nil || len(list.Groups) != 1 || list.Groups[0].Name != "audit" {
 		t.Errorf("ListGroups with a narrower admin token: %v %v; want audit alone", list, err)
 	}
+	if _, err := admin.ListDeadLetters(auditOnly, &pb.ListDeadLettersRequest{Group: "payments"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("ListDeadLetters of another group with a narrower admin token: %v; want PermissionDenied", err)
+	}
+	if _, err := admin.RedriveDeadLetters(auditOnly, &pb.RedriveDeadLettersRequest{Group: "payments"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("RedriveDeadLetters of another group with a narrower admin token: %v; want PermissionDenied", err)
+	}
+	if _, err := admin.PurgeDeadLetters(auditOnly, &pb.PurgeDeadLettersRequest{Group: "payments"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("PurgeDeadLetters of another group with a narrower admin token: %v; want PermissionDenied", err)
+	}
 	calls := map[string]func(context.Context) error{
+		"ListDeadLetters": func(ctx context.Context) error {
+			_, err := admin.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{})
+			return err
+		},
+		"GetDeadLetter": func(ctx context.Context) error {
+			_, err := admin.GetDeadLetter(ctx, &pb.GetDeadLetterRequest{Sequence: 1})
+			if status.Code(err) == codes.NotFound {
+				return nil // past the guard: there is none
+			}
+			return err
+		},
+		"RedriveDeadLetters": func(ctx context.Context) error {
+			_, err := admin.RedriveDeadLetters(ctx, &pb.RedriveDeadLettersRequest{Group: "audit"})
+			return err
+		},
+		"PurgeDeadLetters": func(ctx context.Context) error {
+			_, err := admin.PurgeDeadLetters(ctx, &pb.PurgeDeadLettersRequest{Group: "audit"})
+			return err
+		},
 		"ListGroups": func(ctx context.Context) error { _, err := admin.ListGroups(ctx, &pb.ListGroupsRequest{}); return err },
 		"GetGroup": func(ctx context.Context) error {
 			_, err := admin.GetGroup(ctx, &pb.GetGroupRequest{Name: "audit"})
@@ -53,7 +81,7 @@ func TestAuthAdmin(t *testing.T) {
 			return err
 		},
 	}
-	for _, method := range []string{"ListGroups", "GetGroup", "ResetGroup", "DeleteGroup"} { // delete last
+	for _, method := range []string{"ListGroups", "GetGroup", "ResetGroup", "ListDeadLetters", "GetDeadLetter", "RedriveDeadLetters", "PurgeDeadLetters", "DeleteGroup"} { // delete last
 		for _, tt := range []struct {
 			who  string
 			ctx  context.Context

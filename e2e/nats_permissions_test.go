@@ -72,6 +72,33 @@ func TestNATSPermissions(t *testing.T) {
 		t.Errorf("before-callback answered %d %s; want the refusal", a.status, a.body)
 	}
 
+	// Nacks, redelivery entries, dead letters and their redrive and purge.
+	poison := b.Subscribe(t, &pb.Subscription{Group: "poison", MaxDeliveries: 1, Start: pb.StartPosition_START_POSITION_NEW})
+	storeRecord(t, b, quitEvent("p1", "G"), quitEvent("p2", "G"))
+	poison.Next()
+	poison.Next()
+	poison.Ack("p1")
+	poison.Nack("bad", 0, "p2")
+	admin := pb.NewAdminServiceClient(b.Conn)
+	dead := waitDeadLetters(t, admin, "poison", 1)
+	if dead[0].EventId != "p2" {
+		t.Errorf("dead letter %v; want p2 alone", dead[0])
+	}
+	if _, err := admin.GetDeadLetter(t.Context(), &pb.GetDeadLetterRequest{Sequence: dead[0].Sequence}); err != nil {
+		t.Errorf("get dead letter: %v", err)
+	}
+	if r, err := admin.RedriveDeadLetters(t.Context(), &pb.RedriveDeadLettersRequest{Group: "poison"}); err != nil || r.Redriven != 1 {
+		t.Errorf("redrive: %v %v", r, err)
+	}
+	if ev := poison.Next(); ev.Id != "p2" {
+		t.Errorf("redriven: %s; want p2", ev.Id)
+	}
+	poison.Nack("still bad", 0, "p2")
+	waitDeadLetters(t, admin, "poison", 1)
+	if p, err := admin.PurgeDeadLetters(t.Context(), &pb.PurgeDeadLettersRequest{Group: "poison"}); err != nil || p.Purged != 1 {
+		t.Errorf("purge: %v %v", p, err)
+	}
+
 	// What the bridge does that the test above does not show deterministically: an ack the log
 	// confirms, and verdicts between instances over NATS.
 	nc, js := natsClient(t, bridgeURL)

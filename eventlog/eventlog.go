@@ -60,6 +60,9 @@ type Log struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	// dead and redelivery are the stores beside the stream (deadletters.go).
+	dead       jetstream.Stream
+	redelivery jetstream.KeyValue
 }
 
 // Open starts (or connects to) the NATS server and makes sure the stream exists with the configured
@@ -155,6 +158,11 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		l.closeConn()
 		l.shutdownServer()
 		return nil, fmt.Errorf("stream %s: %w", opts.Stream, err)
+	}
+	if err := l.openStores(ctx, l.stream.CachedInfo().Config.Replicas); err != nil {
+		l.closeConn()
+		l.shutdownServer()
+		return nil, err
 	}
 	info := l.stream.CachedInfo()
 	where := []any{"nats", nc.ConnectedUrlRedacted()}

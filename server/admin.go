@@ -184,6 +184,7 @@ func (a adminService) group(ci *jetstream.ConsumerInfo) (*pb.Group, bool) {
 		Filter:             settings.Filter,
 		Decide:             settings.Decide,
 		AckWait:            settings.AckWait,
+		MaxDeliveries:      settings.MaxDeliveries,
 		MembersHere:        int32(a.s.Members(ci.Name)),
 		PendingRecords:     ci.NumPending,
 		UnackedRecords:     uint64(ci.NumAckPending),

@@ -183,6 +183,28 @@ func validateSubscription(sub *pb.Subscription) error {
 			return fmt.Errorf("ack_wait: invalid duration")
 		}
 	}
+	if sub.GetMaxDeliveries() > MaxDeliveries {
+		return fmt.Errorf("max_deliveries %d: at most %d", sub.GetMaxDeliveries(), MaxDeliveries)
+	}
+	starts := 0
+	if sub.Start != pb.StartPosition_START_POSITION_UNSPECIFIED {
+		if !defined(sub.Start) {
+			return fmt.Errorf("start %d: unknown", sub.Start)
+		}
+		starts++
+	}
+	if sub.StartSequence > 0 {
+		starts++
+	}
+	if t := sub.GetStartTime(); t != nil {
+		if err := t.CheckValid(); err != nil {
+			return fmt.Errorf("start_time: %v", err)
+		}
+		starts++
+	}
+	if starts > 1 {
+		return fmt.Errorf("start, start_sequence, start_time: give at most one")
+	}
 	for _, k := range sub.GetFilter().GetKinds() {
 		if k == pb.EventKind_EVENT_KIND_UNSPECIFIED || !defined(k) {
 			return fmt.Errorf("filter kinds: %v matches nothing", k)

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,8 +23,9 @@ import (
 // asking for other settings is refused while another member of the group is connected to this
 // bridge; with none connected, the new settings replace the old.
 const (
-	metaFilter = "imbridge.filter"
-	metaDecide = "imbridge.decide"
+	metaFilter        = "imbridge.filter"
+	metaDecide        = "imbridge.decide"
+	metaMaxDeliveries = "imbridge.max_deliveries" // absent in groups made before it: DefaultMaxDeliveries
 )
 
 // joinGroup finds or creates a group's durable consumer and counts the member in. It returns the
@@ -73,28 +75,33 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
 	}
-	if sub.AckWait == nil {
+	if sub.AckWait == nil || sub.MaxDeliveries == 0 {
 		sub = proto.CloneOf(sub)
-		sub.AckWait = have.AckWait // unset: the group's
+		if sub.AckWait == nil {
+			sub.AckWait = have.AckWait // unset: the group's
+		}
+		if sub.MaxDeliveries == 0 {
+			sub.MaxDeliveries = have.MaxDeliveries
+		}
 	}
 	if sameSettings(have, sub) {
 		// The member's own fields (group, max_in_flight; start, which an existing group ignores)
 		// with the group's settings as stored.
 		joined := proto.CloneOf(sub)
-		joined.Filter, joined.Decide, joined.AckWait = have.Filter, have.Decide, have.AckWait
+		joined.Filter, joined.Decide, joined.AckWait, joined.MaxDeliveries = have.Filter, have.Decide, have.AckWait, have.MaxDeliveries
 		return joined, nil
 	}
 	if inUse {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v): members of a group must agree",
-			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration())
+			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v, max_deliveries %d): members of a group must agree",
+			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), have.MaxDeliveries)
 	}
 	// Replacing a group's settings changes what every member gets from then on (a narrower filter
 	// skips events the group would have had): where subscribers have tokens, that takes admin.
 	if p := auth.FromContext(ctx); p != nil && !p.MayManageGroups() {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"consumer group %s exists with other settings (filter %v, decide %v, ack_wait %v); subscriber %s may not replace them (scope admin)",
-			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), p.Name)
+			"consumer group %s exists with other settings (filter %v, decide %v, ack_wait %v, max_deliveries %d); subscriber %s may not replace them (scope admin)",
+			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), have.MaxDeliveries, p.Name)
 	}
 	cfg := info.Config
 	cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject, cfg.Metadata = want.AckWait, want.FilterSubjects, "", want.Metadata
@@ -120,11 +127,21 @@ func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
 		FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		MaxAckPending:  -1, // each member bounds its own unacked events
-		Metadata:       map[string]string{metaFilter: base64.StdEncoding.EncodeToString(filter), metaDecide: decide},
+		Metadata: map[string]string{
+			metaFilter:        base64.StdEncoding.EncodeToString(filter),
+			metaDecide:        decide,
+			metaMaxDeliveries: strconv.Itoa(maxDeliveriesOf(sub)),
+		},
 	}
 	// A new decider group judges live callbacks; working through stored history first would make
 	// them all time out.
-	if sub.Start == pb.StartPosition_START_POSITION_NEW || sub.Start == pb.StartPosition_START_POSITION_UNSPECIFIED && sub.Decide {
+	switch {
+	case sub.StartSequence > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, sub.StartSequence
+	case sub.StartTime != nil:
+		t := sub.StartTime.AsTime()
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	case sub.Start == pb.StartPosition_START_POSITION_NEW || sub.Start == pb.StartPosition_START_POSITION_UNSPECIFIED && sub.Decide:
 		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
 	}
 	return cfg
@@ -144,17 +161,27 @@ func settingsOf(cfg jetstream.ConsumerConfig) (*pb.Subscription, error) {
 	if err := proto.Unmarshal(b, f); err != nil {
 		return nil, fmt.Errorf("stored filter: %w", err)
 	}
+	maxDeliveries := DefaultMaxDeliveries
+	if raw, ok := cfg.Metadata[metaMaxDeliveries]; ok {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > MaxDeliveries {
+			return nil, fmt.Errorf("stored max_deliveries %q: want 1-%d", raw, MaxDeliveries)
+		}
+		maxDeliveries = n
+	}
 	return &pb.Subscription{
-		Filter:  f,
-		Decide:  cfg.Metadata[metaDecide] == "true",
-		AckWait: durationpb.New(cfg.AckWait),
+		Filter:        f,
+		Decide:        cfg.Metadata[metaDecide] == "true",
+		AckWait:       durationpb.New(cfg.AckWait),
+		MaxDeliveries: uint32(maxDeliveries),
 	}, nil
 }
 
 func sameSettings(have, want *pb.Subscription) bool {
 	return have.Decide == want.Decide &&
 		proto.Equal(have.GetFilter(), orEmpty(want.GetFilter())) &&
-		have.GetAckWait().AsDuration() == ackWaitOf(want)
+		have.GetAckWait().AsDuration() == ackWaitOf(want) &&
+		maxDeliveriesOf(have) == maxDeliveriesOf(want)
 }
 
 func orEmpty(f *pb.EventFilter) *pb.EventFilter {
@@ -169,4 +196,11 @@ func ackWaitOf(sub *pb.Subscription) time.Duration {
 		return d.AsDuration()
 	}
 	return DefaultAckWait
+}
+
+func maxDeliveriesOf(sub *pb.Subscription) int {
+	if n := sub.GetMaxDeliveries(); n > 0 {
+		return int(n)
+	}
+	return DefaultMaxDeliveries
 }

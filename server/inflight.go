@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,7 +13,10 @@ import (
 
 // record is one delivered log message and its events not yet acked. The message is acked to the log
 // when none is left; while some are, each ack pushes the log's ack deadline back (InProgress), so a
-// record of many events is not delivered again merely for taking long to work through.
+// record of many events is not delivered again merely for taking long to work through. A record with
+// nacked events goes back to the group once every event is settled, and one still held when the
+// member leaves goes back at once; either way, what the group already acked of it is written down
+// first (redelivery.go), so that only the rest is delivered again.
 type record struct {
 	msg      *nats.Msg // the latest delivery
 	seq      uint64
@@ -20,10 +24,20 @@ type record struct {
 	sent     time.Time      // the latest delivery; guarded by member.mu
 	unacked  map[string]int // each event not acked yet: its index in the record; guarded by member.mu
 	progress time.Time      // last InProgress; guarded by member.mu
+
+	// What the group did with the record's other events; guarded by member.mu.
+	acked   []string      // ids acked, here or before (as the redelivery entry says)
+	nacked  int           // events nacked here
+	reason  string        // the last nack's
+	delay   time.Duration // the longest nack delay
+	changed bool          // acked or nacked since the entry was read
+	kept    bool          // a redelivery entry exists
 }
 
 // handle delivers the events of one fetched log message. A record delivered again to this member
-// (its ack wait passed) keeps what was acked already: only the rest is sent again.
+// (its ack wait passed) keeps what was acked already: only the rest is sent again; one delivered
+// again after another member let go of it skips what the group acked (redelivery.go). A record
+// delivered more than max_deliveries times is dead-lettered instead (deadletter.go).
 //
 // The message is outside input (validate.go). One that is not a record is terminated, so the log
 // never delivers it again; events of a record that cannot be read are left out and the others
@@ -42,6 +56,10 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		m.s.logger.Warn("message on a group's pull subscription that is not from the event log: ignored", "group", m.sub.Group, "subject", msg.Subject)
 		return nil
 	}
+	if to := msg.Header.Get(groupHeader); to != "" && to != m.sub.Group {
+		_ = msg.Ack() // redriven for another group
+		return nil
+	}
 	seq, delivered := md.Sequence.Stream, md.NumDelivered
 	evs, bad, err := m.events(msg.Header, msg.Data, seq)
 	if (err != nil || bad > 0) && delivered <= 1 {
@@ -51,12 +69,27 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		term(msg, "imbridge: unreadable record")
 		return nil
 	}
+	// Only this goroutine adds records: one not held now is not held below either.
 	m.mu.Lock()
 	m.recordSize = 0.8*m.recordSize + 0.2*float64(max(len(evs), 1))
 	rec := m.records[seq]
+	m.mu.Unlock()
+	var st recordState
+	kept := false
+	if rec == nil && delivered > 1 {
+		st, kept = m.s.loadState(m.sub.Group, seq)
+	}
+	if delivered > uint64(m.maxDeliveries) {
+		m.giveUp(msg, md, evs, st, kept)
+		return nil
+	}
+	m.mu.Lock()
 	if rec == nil {
-		rec = &record{seq: seq, unacked: make(map[string]int, len(evs))}
+		rec = &record{seq: seq, unacked: make(map[string]int, len(evs)), acked: st.Acked, reason: st.Reason, kept: kept}
 		for i, ev := range evs {
+			if kept && slices.Contains(st.Acked, ev.id) {
+				continue
+			}
 			if _, held := m.pending[ev.id]; held {
 				m.s.metrics.rejected.WithLabelValues(rejectDuplicate).Inc()
 				continue
@@ -81,7 +114,11 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	readOnly := m.readOnly
 	m.mu.Unlock()
 	if len(send) == 0 {
-		_ = msg.Ack() // nothing this group wants: the subject filter is coarse
+		// Nothing this group wants (the subject filter is coarse), or all of it acked before.
+		_ = msg.Ack()
+		if kept {
+			m.s.forgetState(m.sub.Group, seq)
+		}
 		return nil
 	}
 	m.gm.deliveries.Add(float64(len(send)))
@@ -111,8 +148,9 @@ func term(msg *nats.Msg, reason string) {
 // outgoing is one event to send.
 type outgoing struct {
 	id       string
-	response any // *pb.SubscribeResponse or preEncoded
-	size     int // as stored
+	raw      []byte // the Event as stored
+	response any    // *pb.SubscribeResponse or preEncoded
+	size     int    // as stored
 	seq      uint64
 	trace    map[string]string // the callback's trace context, when tracing
 }
@@ -137,6 +175,9 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 			if m.s.tracer != nil {
 				o.trace = eventTraceContext(b)
 			}
+			if m.sub.Group != "" {
+				o.raw = b // for a dead letter
+			}
 			out = append(out, o)
 			continue
 		}
@@ -147,7 +188,11 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 		}
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
-			out = append(out, outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}, size: len(b), seq: seq, trace: ev.TraceContext})
+			o := outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}, size: len(b), seq: seq, trace: ev.TraceContext}
+			if m.sub.Group != "" {
+				o.raw = b // for a dead letter
+			}
+			out = append(out, o)
 		}
 	}
 	return out, bad, nil
@@ -187,44 +232,11 @@ func (m *member) waitFree(ctx context.Context) (slots, bytes int) {
 // acks a log message once all its events are settled. A decider's plain ack counts as an allow. Ids
 // not pending (acked already, or never delivered to this member) are ignored.
 func (m *member) ack(v *pb.Verdict, ids ...string) {
-	type settled struct {
-		msg            *nats.Msg
-		id             string
-		done, progress bool
-		sent           time.Time
-	}
-	var one [1]settled
-	out := one[:0]
-	var now time.Time
-	m.mu.Lock()
-	for _, id := range ids {
-		rec, ok := m.pending[id]
-		if !ok {
-			continue
-		}
-		delete(m.pending, id)
-		delete(rec.unacked, id)
-		st := settled{msg: rec.msg, id: id, done: len(rec.unacked) == 0, sent: rec.sent}
-		if st.done {
-			delete(m.records, rec.seq)
-			m.heldBytes -= rec.size
-		} else {
-			if now.IsZero() {
-				now = time.Now()
-			}
-			if now.Sub(rec.progress) > m.ackWait/3 {
-				rec.progress, st.progress = now, true
-			}
-		}
-		out = append(out, st)
-	}
-	m.mu.Unlock()
+	var outBuf [1]settled
+	var doneBuf [1]*record
+	out, done := m.settle(ids, nil, outBuf[:0], doneBuf[:0])
 	if len(out) == 0 {
 		return
-	}
-	select {
-	case m.freed <- struct{}{}:
-	default:
 	}
 	if v == nil {
 		v = allowVerdict
@@ -233,9 +245,7 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 	if m.sub.Decide {
 		m.s.metrics.verdicts.WithLabelValues(m.sub.Group, decisionLabel(v)).Add(float64(len(out)))
 	}
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now := time.Now()
 	for _, st := range out {
 		m.gm.ackDur.Observe(now.Sub(st.sent).Seconds())
 		// Events waiting for a verdict are stored alone, so the header is theirs.
@@ -247,24 +257,130 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 				m.s.logger.Warn("verdict not sent", "event", st.id, "err", err)
 			}
 		}
-		switch {
-		case st.done:
-			_ = st.msg.Ack()
-		case st.progress:
+		if st.progress {
 			_ = st.msg.InProgress()
 		}
+	}
+	for _, rec := range done {
+		m.letGo(rec)
+	}
+}
+
+// nack settles delivered events the subscriber could not handle: their records go back to the group
+// (after delay) once the rest of each is settled, and come back with only the events not acked.
+func (m *member) nack(reason string, delay time.Duration, ids ...string) {
+	out, done := m.settle(ids, &nackInfo{reason: reason, delay: delay}, nil, nil)
+	if len(out) == 0 {
+		return
+	}
+	m.gm.nacks.Add(float64(len(out)))
+	for _, st := range out {
+		if st.progress {
+			_ = st.msg.InProgress()
+		}
+	}
+	for _, rec := range done {
+		m.letGo(rec)
+	}
+}
+
+type nackInfo struct {
+	reason string
+	delay  time.Duration
+}
+
+// settled is one event settled by an ack or a nack.
+type settled struct {
+	msg      *nats.Msg
+	id       string
+	progress bool // tell the log the record is being worked on
+	sent     time.Time
+}
+
+// settle takes ids out of the member's pending events, acked, or nacked with n. It appends to out
+// the events it settled and to done the records with nothing left to settle, which the caller lets
+// go of.
+func (m *member) settle(ids []string, n *nackInfo, out []settled, done []*record) ([]settled, []*record) {
+	var now time.Time
+	m.mu.Lock()
+	for _, id := range ids {
+		rec, ok := m.pending[id]
+		if !ok {
+			continue
+		}
+		delete(m.pending, id)
+		delete(rec.unacked, id)
+		if n != nil {
+			rec.nacked++
+			rec.reason = n.reason
+			rec.delay = max(rec.delay, n.delay)
+			rec.changed = true
+		} else if len(rec.unacked) > 0 || rec.nacked > 0 {
+			rec.acked = append(rec.acked, id) // the record may go back: remember the ack
+			rec.changed = true
+		}
+		st := settled{msg: rec.msg, id: id, sent: rec.sent}
+		if len(rec.unacked) == 0 {
+			delete(m.records, rec.seq)
+			m.heldBytes -= rec.size
+			done = append(done, rec)
+		} else {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if now.Sub(rec.progress) > m.ackWait/3 {
+				rec.progress, st.progress = now, true
+			}
+		}
+		out = append(out, st)
+	}
+	m.mu.Unlock()
+	if len(out) > 0 {
+		select {
+		case m.freed <- struct{}{}:
+		default:
+		}
+	}
+	return out, done
+}
+
+// letGo ends this member's hold on a record it no longer holds events of: acked whole, it is acked
+// to the log; otherwise it goes back to the group, after what the group did with it is written down.
+// The record is the caller's alone (no longer in m.records).
+func (m *member) letGo(rec *record) {
+	if rec.nacked == 0 && len(rec.unacked) == 0 {
+		_ = rec.msg.Ack()
+		if rec.kept {
+			m.s.forgetState(m.sub.Group, rec.seq)
+		}
+		return
+	}
+	if rec.changed {
+		if err := m.s.keepState(m.sub.Group, rec.seq, recordState{Acked: rec.acked, Reason: rec.reason}); err != nil {
+			// The record comes back whole: its acked events are delivered again (at least once).
+			m.s.logger.Warn("redelivery entry not written: the record comes back whole", "group", m.sub.Group, "seq", rec.seq, "err", err)
+		}
+	}
+	if rec.nacked > 0 && rec.delay > 0 {
+		_ = rec.msg.NakWithDelay(rec.delay)
+	} else {
+		_ = rec.msg.Nak()
 	}
 }
 
 // release hands the records this member still holds back to its group at once, rather than after
-// the ack wait. A record goes back whole: its events acked already are delivered again (at least once).
+// the ack wait. Their events acked already are not delivered again (letGo).
 func (m *member) release() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	for seq, rec := range m.records {
-		_ = rec.msg.Nak()
-		delete(m.records, seq)
+	recs := make([]*record, 0, len(m.records))
+	for _, rec := range m.records {
+		recs = append(recs, rec)
 	}
+	clear(m.records)
 	clear(m.pending)
 	m.heldBytes = 0
+	m.mu.Unlock()
+	for _, rec := range recs {
+		m.letGo(rec)
+	}
 }

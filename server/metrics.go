@@ -29,15 +29,19 @@ type metrics struct {
 	redeliveries *prometheus.CounterVec // group
 	acks         *prometheus.CounterVec // group
 	ackDur       *prometheus.HistogramVec
+	nacks        *prometheus.CounterVec // group
+	deadLetters  *prometheus.CounterVec // group
 }
 
 // Reasons of imbridge_nats_rejected_total.
 const (
-	rejectRecord    = "record"          // a log message that is not a record of events
-	rejectEvent     = "event"           // an event in a record that is not a valid Event
-	rejectDuplicate = "duplicate_event" // an event whose id a member already holds
-	rejectVerdictTo = "verdict_to"      // an event naming a verdict subject that is not a bridge's
-	rejectVerdict   = "verdict"         // a verdict message that is not a valid Verdict
+	rejectRecord     = "record"          // a log message that is not a record of events
+	rejectEvent      = "event"           // an event in a record that is not a valid Event
+	rejectDuplicate  = "duplicate_event" // an event whose id a member already holds
+	rejectVerdictTo  = "verdict_to"      // an event naming a verdict subject that is not a bridge's
+	rejectVerdict    = "verdict"         // a verdict message that is not a valid Verdict
+	rejectState      = "redelivery"      // a redelivery entry that cannot be read (redelivery.go)
+	rejectDeadLetter = "dead_letter"     // a dead letter that cannot be read (deadletter.go)
 )
 
 // latencyBuckets span a callback's answer: from a stored after-callback (about a millisecond) to a
@@ -96,7 +100,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"group"}),
 		redeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imbridge_redeliveries_total",
-			Help: "Events sent again to a group (their ack wait passed, or a member left without acking), by consumer group.",
+			Help: "Events sent again to a group (their ack wait passed, a member nacked them or left without acking), by consumer group.",
 		}, []string{"group"}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imbridge_acks_total",
@@ -107,14 +111,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from an event's delivery to its ack or verdict, by consumer group.",
 			Buckets: latencyBuckets,
 		}, []string{"group"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imbridge_nacks_total",
+			Help: "Events subscribers nacked (could not handle), by consumer group.",
+		}, []string{"group"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imbridge_dead_letters_total",
+			Help: "Events moved to the dead letters after max_deliveries, by consumer group.",
+		}, []string{"group"}),
 	}
-	for _, r := range []string{rejectRecord, rejectEvent, rejectDuplicate, rejectVerdictTo, rejectVerdict} {
+	for _, r := range []string{rejectRecord, rejectEvent, rejectDuplicate, rejectVerdictTo, rejectVerdict, rejectState, rejectDeadLetter} {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{
 			m.rejected, m.tailCutoffs, m.callbacks, m.callbackDur, m.publishDur, m.recordSize,
 			m.verdicts, m.deadlineMisses, m.verdictWait, m.subscribers, m.deliveries, m.redeliveries, m.acks, m.ackDur,
+			m.nacks, m.deadLetters,
 		} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
@@ -131,8 +144,8 @@ func (m *metrics) callback(vendor, command, phase, answer string, d time.Duratio
 
 // groupMetrics are one subscriber's collectors, looked up once.
 type groupMetrics struct {
-	deliveries, redeliveries, acks prometheus.Counter
-	ackDur                         prometheus.Observer
+	deliveries, redeliveries, acks, nacks, deadLetters prometheus.Counter
+	ackDur                                             prometheus.Observer
 }
 
 func (m *metrics) forGroup(group string) groupMetrics {
@@ -141,12 +154,14 @@ func (m *metrics) forGroup(group string) groupMetrics {
 		redeliveries: m.redeliveries.WithLabelValues(group),
 		acks:         m.acks.WithLabelValues(group),
 		ackDur:       m.ackDur.WithLabelValues(group),
+		nacks:        m.nacks.WithLabelValues(group),
+		deadLetters:  m.deadLetters.WithLabelValues(group),
 	}
 }
 
 // forgetGroup drops a deleted group's series.
 func (m *metrics) forgetGroup(group string) {
-	for _, v := range []interface{ DeleteLabelValues(...string) bool }{m.deliveries, m.redeliveries, m.acks, m.ackDur, m.subscribers, m.deadlineMisses} {
+	for _, v := range []interface{ DeleteLabelValues(...string) bool }{m.deliveries, m.redeliveries, m.acks, m.ackDur, m.subscribers, m.deadlineMisses, m.nacks, m.deadLetters} {
 		v.DeleteLabelValues(group)
 	}
 	m.verdicts.DeletePartialMatch(prometheus.Labels{"group": group})

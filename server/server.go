@@ -23,8 +23,12 @@ import (
 
 // Subscriber defaults.
 const (
-	DefaultAckWait        = 30 * time.Second
-	DefaultMaxInFlight    = 256
+	DefaultAckWait     = 30 * time.Second
+	DefaultMaxInFlight = 256
+	// DefaultMaxDeliveries is a new group's Subscription.max_deliveries.
+	DefaultMaxDeliveries = 10
+	// MaxDeliveries bounds Subscription.max_deliveries.
+	MaxDeliveries         = 1000
 	DefaultMaxSubscribers = 1000
 	// DefaultMaxUnackedBytes bounds what one Subscribe stream holds (Options.MaxUnackedBytes).
 	DefaultMaxUnackedBytes = 1 << 20

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
@@ -43,10 +44,18 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes}
 	var tailMsgs jetstream.MessagesContext // a live tail's; groups fetch instead
 	if sub.Group == "" {
-		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), jetstream.OrderedConsumerConfig{
+		cfg := jetstream.OrderedConsumerConfig{
 			FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
 			DeliverPolicy:  jetstream.DeliverNewPolicy,
-		})
+		}
+		switch {
+		case sub.StartSequence > 0:
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, sub.StartSequence
+		case sub.StartTime != nil:
+			t := sub.StartTime.AsTime()
+			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+		}
+		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), cfg)
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "live tail: %v", err)
 		}
@@ -66,6 +75,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		}
 		defer leave()
 		m.ackWait = ackWaitOf(m.sub)
+		m.maxDeliveries = maxDeliveriesOf(m.sub)
 		m.max = int(sub.GetMaxInFlight())
 		if m.max <= 0 {
 			m.max = DefaultMaxInFlight
@@ -177,6 +187,8 @@ type member struct {
 	// recordSize is the recent average of events per record, to size fetches; guarded by mu.
 	recordSize float64
 	ackWait    time.Duration // the group's
+	// maxDeliveries is the group's: a record delivered more often is dead-lettered.
+	maxDeliveries int
 }
 
 // receive handles acks and verdicts until the stream ends. When the subscriber closes its side
@@ -203,6 +215,15 @@ func (m *member) receive(ctx context.Context) error {
 			m.ack(nil, r.Ack.GetEventId())
 			if more := r.Ack.GetMoreEventIds(); len(more) > 0 {
 				m.ack(nil, more...)
+			}
+		case *pb.SubscribeRequest_Nack:
+			reason, delay, err := checkNack(r.Nack)
+			if err != nil {
+				return err
+			}
+			m.nack(reason, delay, r.Nack.GetEventId())
+			if more := r.Nack.GetMoreEventIds(); len(more) > 0 {
+				m.nack(reason, delay, more...)
 			}
 		case *pb.SubscribeRequest_Verdict:
 			if err := m.checkVerdict(r.Verdict); err != nil {
@@ -241,4 +262,24 @@ func decisionLabel(v *pb.Verdict) string {
 		return "refuse"
 	}
 	return "allow"
+}
+
+// MaxNackDelay bounds Nack.delay.
+const MaxNackDelay = time.Hour
+
+// checkNack refuses (InvalidArgument, ending the stream) a nack whose reason or delay is out of
+// bounds, and returns them.
+func checkNack(n *pb.Nack) (string, time.Duration, error) {
+	reason := n.GetReason()
+	if len(reason) > maxReasonBytes || !utf8.ValidString(reason) {
+		return "", 0, status.Errorf(codes.InvalidArgument, "nack of event %s: reason: at most %d bytes of UTF-8", n.GetEventId(), maxReasonBytes)
+	}
+	var delay time.Duration
+	if d := n.GetDelay(); d != nil {
+		if d.CheckValid() != nil || d.AsDuration() < 0 || d.AsDuration() > MaxNackDelay {
+			return "", 0, status.Errorf(codes.InvalidArgument, "nack of event %s: delay: want 0 to %v", n.GetEventId(), MaxNackDelay)
+		}
+		delay = d.AsDuration()
+	}
+	return reason, delay, nil
 }

@@ -154,6 +154,9 @@ func (m *member) readTail(ctx context.Context, msgs jetstream.MessagesContext, q
 			}
 			return
 		}
+		if msg.Headers().Get(groupHeader) != "" {
+			continue // a dead letter redriven for its group
+		}
 		var seq uint64
 		if md, err := msg.Metadata(); err == nil {
 			seq = md.Sequence.Stream

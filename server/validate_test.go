@@ -175,15 +175,19 @@ func FuzzGroupSettings(f *testing.F) {
 		{Group: "d", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}, GroupIds: []string{"G1"}}},
 	} {
 		cfg := groupConfig(sub)
-		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide])
+		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide], cfg.Metadata[metaMaxDeliveries])
 	}
-	f.Add("////", "true")
-	f.Fuzz(func(t *testing.T, filter, decide string) {
-		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: map[string]string{metaFilter: filter, metaDecide: decide}})
+	f.Add("////", "true", "-1")
+	f.Add("", "false", "99999999999999999999")
+	f.Fuzz(func(t *testing.T, filter, decide, maxDeliveries string) {
+		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: map[string]string{metaFilter: filter, metaDecide: decide, metaMaxDeliveries: maxDeliveries}})
 		if err != nil {
 			return
 		}
-		again, err := settingsOf(groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide}))
+		if have.MaxDeliveries < 1 || have.MaxDeliveries > MaxDeliveries {
+			t.Fatalf("max_deliveries %d read back from %q", have.MaxDeliveries, maxDeliveries)
+		}
+		again, err := settingsOf(groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide, MaxDeliveries: have.MaxDeliveries}))
 		if err != nil || !sameSettings(again, have) {
 			t.Fatalf("settings %v stored again read back as %v, %v", have, again, err)
 		}

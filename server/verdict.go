@@ -29,7 +29,9 @@ import (
 const (
 	verdictPrefix   = "imbridge.verdicts"
 	verdictToHeader = "Imbridge-Verdict-To"
-	groupHeader     = "Imbridge-Group"
+	// groupHeader names a group: on a verdict, the group that decided; on an event-log record, the
+	// one group it is for (a redriven dead letter: deadletter.go).
+	groupHeader = "Imbridge-Group"
 )
 
 var (

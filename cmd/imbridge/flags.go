@@ -45,6 +45,23 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
+// parseInterspersed is parseFlags for commands whose arguments may come before, between or after
+// their flags (imbridge dlq redrive 3 4 --group g); it returns the arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return rest, parseFlags(fs, nil)
+}
+
 func envName(flagName string) string {
 	return "IMBRIDGE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -124,7 +125,7 @@ func printGroups(out io.Writer, groups []*pb.Group) error {
 	return tw.Flush()
 }
 
-func printJSON(out io.Writer, g *pb.Group) error {
+func printJSON(out io.Writer, g proto.Message) error {
 	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(g)
 	if err != nil {
 		return err

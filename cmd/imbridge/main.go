@@ -21,6 +21,7 @@ Usage:
   imbridge token new --name NAME   make a subscriber token; prints it and the lines for --config
   imbridge token hash              print the SHA-256 of a secret read from standard input
   imbridge groups list|show|delete|reset   manage consumer groups (imbridge groups -h)
+  imbridge dlq list|show|redrive|purge     dead letters: events groups gave up on (imbridge dlq -h)
   imbridge healthcheck [flags]     exit 0 if the bridge at --url is ready (for container health checks)
   imbridge version                 print the version (also --version)
 
@@ -46,6 +47,8 @@ func main() {
 		err = token(ctx, args, os.Stdin, os.Stdout)
 	case "groups":
 		err = groups(ctx, args, os.Stdout)
+	case "dlq":
+		err = dlq(ctx, args, os.Stdout)
 	case "healthcheck":
 		err = healthcheck(ctx, args, os.Stdout)
 	case "version", "--version", "-version":

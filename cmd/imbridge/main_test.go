@@ -257,7 +257,7 @@ func TestSendAndTail(t *testing.T) {
 	r, w := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- printEvents(ctx, b.Events, &pb.Subscription{Group: "tail"}, w)
+		done <- followEvents(ctx, b.Events, &pb.Subscription{Group: "tail"}, w, io.Discard)
 		w.Close()
 	}()
 	lines := bufio.NewScanner(r)

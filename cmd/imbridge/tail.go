@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,6 +18,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/imbridge/imbridge/auth"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -29,9 +33,19 @@ func tail(ctx context.Context, args []string) error {
 	fs.Var(&commands, "command", "vendor command names (repeatable, comma-separated)")
 	fs.Var(&sources, "source", "openim, tencent (repeatable, comma-separated)")
 	fs.Var(&groupIDs, "group-id", "IM group ids (repeatable, comma-separated)")
+	from := fs.String("from", "", "start at the first event stored at or after this time (RFC 3339, or a duration ago: 2h); a live tail or a new group")
+	fromSeq := fs.Uint64("from-seq", 0, "start at this stream sequence (Event.sequence); a live tail or a new group")
 	dial := grpcClientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	sub := &pb.Subscription{Group: *group, StartSequence: *fromSeq}
+	if *from != "" {
+		t, err := parseWhen(*from, time.Now())
+		if err != nil {
+			return err
+		}
+		sub.StartTime = timestamppb.New(t)
 	}
 	filter := &pb.EventFilter{Commands: commands, GroupIds: groupIDs}
 	for _, k := range kinds {
@@ -48,45 +62,109 @@ func tail(ctx context.Context, args []string) error {
 		}
 		filter.Sources = append(filter.Sources, pb.Source(v))
 	}
+	sub.Filter = filter
 	ctx, conn, err := dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return printEvents(ctx, pb.NewEventServiceClient(conn), &pb.Subscription{Group: *group, Filter: filter}, os.Stdout)
+	return followEvents(ctx, pb.NewEventServiceClient(conn), sub, os.Stdout, os.Stderr)
 }
 
-// printEvents subscribes and writes each event as one protojson line, acking it when in a group.
-func printEvents(ctx context.Context, c pb.EventServiceClient, sub *pb.Subscription, w io.Writer) error {
+// Reconnection delays of followEvents: doubled from the first to the most, each jittered.
+const (
+	firstRetry = 100 * time.Millisecond
+	mostRetry  = 5 * time.Second
+)
+
+// followEvents prints events as printEvents does and, when the stream breaks (the bridge restarts,
+// its instance goes away, a live tail falls behind and is cut off), says so on errw and subscribes
+// again. A group picks up where the log has it; a live tail resumes at the sequence of the last event
+// it printed, skipping the events of that record it printed already, so it misses nothing the log
+// still holds.
+func followEvents(ctx context.Context, c pb.EventServiceClient, sub *pb.Subscription, w, errw io.Writer) error {
+	var seen resumePoint
+	wait := firstRetry
+	for {
+		printed, err := printEvents(ctx, c, sub, w, &seen)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		switch status.Code(err) {
+		case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.Unknown, codes.DeadlineExceeded, codes.Aborted:
+		default:
+			return err // the subscription itself is refused: retrying does not help
+		}
+		if printed {
+			wait = firstRetry
+		}
+		if sub.Group == "" && seen.seq > 0 {
+			sub = proto.CloneOf(sub)
+			sub.Start, sub.StartSequence, sub.StartTime = 0, seen.seq, nil
+		}
+		d := wait/2 + rand.N(wait/2+1)
+		fmt.Fprintf(errw, "imbridge tail: %v; subscribing again in %v\n", status.Convert(err).Message(), d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+		wait = min(2*wait, mostRetry)
+	}
+}
+
+// resumePoint is where a live tail is: the sequence of the last event printed and the ids printed at
+// that sequence (the events of one record share it).
+type resumePoint struct {
+	seq uint64
+	ids map[string]bool
+}
+
+func (r *resumePoint) printed(ev *pb.Event) bool {
+	return ev.Sequence == r.seq && r.ids[ev.Id]
+}
+
+func (r *resumePoint) add(ev *pb.Event) {
+	if ev.Sequence != r.seq {
+		r.seq, r.ids = ev.Sequence, map[string]bool{}
+	}
+	r.ids[ev.Id] = true
+}
+
+// printEvents subscribes and writes each event as one protojson line, acking it when in a group. It
+// skips events seen has printed and adds those it prints; printed reports whether it printed any.
+func printEvents(ctx context.Context, c pb.EventServiceClient, sub *pb.Subscription, w io.Writer, seen *resumePoint) (printed bool, err error) {
 	stream, err := c.Subscribe(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: sub}}); err != nil {
-		return err
+		return false, err
 	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled && ctx.Err() != nil {
-				return nil
+				return printed, nil
 			}
-			return err
+			return printed, err
 		}
 		ev := resp.GetEvent()
-		if ev == nil {
+		if ev == nil || sub.Group == "" && seen.printed(ev) {
 			continue
 		}
 		line, err := protojson.Marshal(ev)
 		if err != nil {
-			return err
+			return printed, err
 		}
 		if _, err := fmt.Fprintf(w, "%s\n", line); err != nil {
-			return err
+			return printed, err
 		}
+		printed = true
+		seen.add(ev)
 		if sub.Group != "" {
 			if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: ev.Id}}}); err != nil {
-				return err
+				return printed, err
 			}
 		}
 	}

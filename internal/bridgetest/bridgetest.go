@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/imbridge/imbridge/auth"
 	"github.com/imbridge/imbridge/eventlog"
@@ -69,6 +70,11 @@ type Bridge struct {
 	Close func()
 
 	lis *bufconn.Listener
+}
+
+// DialContext connects to the bridge's gRPC server (for grpc.WithContextDialer).
+func (b *Bridge) DialContext(ctx context.Context, _ string) (net.Conn, error) {
+	return b.lis.DialContext(ctx)
 }
 
 // Start runs a bridge until the test ends.
@@ -283,6 +289,18 @@ func (s *Sub) Ack(id string, more ...string) {
 	s.t.Helper()
 	if err := s.Stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{EventId: id, MoreEventIds: more}}}); err != nil {
 		s.t.Fatalf("ack: %v", err)
+	}
+}
+
+// Nack nacks events, in one message: they are delivered again after delay.
+func (s *Sub) Nack(reason string, delay time.Duration, id string, more ...string) {
+	s.t.Helper()
+	n := &pb.Nack{EventId: id, MoreEventIds: more, Reason: reason}
+	if delay > 0 {
+		n.Delay = durationpb.New(delay)
+	}
+	if err := s.Stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: n}}); err != nil {
+		s.t.Fatalf("nack: %v", err)
 	}
 }
 

@@ -131,7 +131,9 @@ type Group struct {
 	// Stream sequence of the last record sent.
 	DeliveredSequence uint64 `protobuf:"varint,10,opt,name=delivered_sequence,json=deliveredSequence,proto3" json:"delivered_sequence,omitempty"`
 	// When the group was created.
-	Created       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created,proto3" json:"created,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created,proto3" json:"created,omitempty"`
+	// Deliveries of an event before it becomes a dead letter (Subscription.max_deliveries).
+	MaxDeliveries uint32 `protobuf:"varint,12,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,6 +243,13 @@ func (x *Group) GetCreated() *timestamppb.Timestamp {
 		return x.Created
 	}
 	return nil
+}
+
+func (x *Group) GetMaxDeliveries() uint32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
 }
 
 // GetGroupRequest names a group.
@@ -494,14 +503,531 @@ func (*ResetGroupRequest_Time) isResetGroupRequest_To() {}
 
 func (*ResetGroupRequest_New) isResetGroupRequest_To() {}
 
+// DeadLetter is an event a consumer group gave up on.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its sequence among the dead letters (not the event log's).
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The group that gave up on it.
+	Group string `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	// The last reason a subscriber gave (Nack), or that it was not acked within the ack wait.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// How many times it was delivered to the group.
+	Deliveries uint32 `protobuf:"varint,4,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// Where it was in the event log (Event.sequence).
+	EventSequence uint64 `protobuf:"varint,5,opt,name=event_sequence,json=eventSequence,proto3" json:"event_sequence,omitempty"`
+	// When the callback was stored.
+	Stored *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=stored,proto3" json:"stored,omitempty"`
+	// When it became a dead letter.
+	DeadLettered *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// The event's id, source, phase, kind and command, for a listing.
+	EventId string    `protobuf:"bytes,8,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	Source  Source    `protobuf:"varint,9,opt,name=source,proto3,enum=imbridge.v1.Source" json:"source,omitempty"`
+	Phase   Phase     `protobuf:"varint,10,opt,name=phase,proto3,enum=imbridge.v1.Phase" json:"phase,omitempty"`
+	Kind    EventKind `protobuf:"varint,11,opt,name=kind,proto3,enum=imbridge.v1.EventKind" json:"kind,omitempty"`
+	Command string    `protobuf:"bytes,12,opt,name=command,proto3" json:"command,omitempty"`
+	// The whole event: GetDeadLetter only.
+	Event         *Event `protobuf:"bytes,13,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeliveries() uint32 {
+	if x != nil {
+		return x.Deliveries
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEventSequence() uint64 {
+	if x != nil {
+		return x.EventSequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetStored() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Stored
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeadLettered() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSource() Source {
+	if x != nil {
+		return x.Source
+	}
+	return Source_SOURCE_UNSPECIFIED
+}
+
+func (x *DeadLetter) GetPhase() Phase {
+	if x != nil {
+		return x.Phase
+	}
+	return Phase_PHASE_UNSPECIFIED
+}
+
+func (x *DeadLetter) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *DeadLetter) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// ListDeadLettersRequest asks for a page of dead letters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this group's; empty: every group's (that the caller may manage).
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Start after this dead-letter sequence (ListDeadLettersResponse.next_after for the next page).
+	AfterSequence uint64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	// Most dead letters returned. Default 100, at most 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListDeadLettersRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListDeadLettersResponse is one page of dead letters.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letters, by sequence.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Pass as after_sequence for the next page; 0 when there is none.
+	NextAfter     uint64 `protobuf:"varint,2,opt,name=next_after,json=nextAfter,proto3" json:"next_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextAfter() uint64 {
+	if x != nil {
+		return x.NextAfter
+	}
+	return 0
+}
+
+// GetDeadLetterRequest names one dead letter.
+type GetDeadLetterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DeadLetter.sequence.
+	Sequence      uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterRequest) Reset() {
+	*x = GetDeadLetterRequest{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterRequest) ProtoMessage() {}
+
+func (x *GetDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetDeadLetterRequest) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// RedriveDeadLettersRequest names the dead letters to deliver again.
+type RedriveDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group whose dead letters to redrive. Required.
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Only these dead letters (of that group); empty: all of the group's.
+	Sequences     []uint64 `protobuf:"varint,2,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersRequest) Reset() {
+	*x = RedriveDeadLettersRequest{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersRequest) ProtoMessage() {}
+
+func (x *RedriveDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RedriveDeadLettersRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *RedriveDeadLettersRequest) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// RedriveDeadLettersResponse says how many were delivered again.
+type RedriveDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many were delivered again.
+	Redriven      uint32 `protobuf:"varint,1,opt,name=redriven,proto3" json:"redriven,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveDeadLettersResponse) Reset() {
+	*x = RedriveDeadLettersResponse{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveDeadLettersResponse) ProtoMessage() {}
+
+func (x *RedriveDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*RedriveDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RedriveDeadLettersResponse) GetRedriven() uint32 {
+	if x != nil {
+		return x.Redriven
+	}
+	return 0
+}
+
+// PurgeDeadLettersRequest names the dead letters to remove.
+type PurgeDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The group whose dead letters to remove. Required.
+	Group string `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// Only these dead letters (of that group); empty: all of the group's.
+	Sequences     []uint64 `protobuf:"varint,2,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDeadLettersRequest) Reset() {
+	*x = PurgeDeadLettersRequest{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDeadLettersRequest) ProtoMessage() {}
+
+func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PurgeDeadLettersRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *PurgeDeadLettersRequest) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// PurgeDeadLettersResponse says how many were removed.
+type PurgeDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many were removed.
+	Purged        uint64 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDeadLettersResponse) Reset() {
+	*x = PurgeDeadLettersResponse{}
+	mi := &file_imbridge_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDeadLettersResponse) ProtoMessage() {}
+
+func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PurgeDeadLettersResponse) GetPurged() uint64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
+}
+
 var File_imbridge_v1_admin_proto protoreflect.FileDescriptor
 
 const file_imbridge_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17imbridge/v1/admin.proto\x12\vimbridge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a imbridge/v1/events_service.proto\"\x13\n" +
+	"\x17imbridge/v1/admin.proto\x12\vimbridge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imbridge/v1/event.proto\x1a imbridge/v1/events_service.proto\"\x13\n" +
 	"\x11ListGroupsRequest\"@\n" +
 	"\x12ListGroupsResponse\x12*\n" +
-	"\x06groups\x18\x01 \x03(\v2\x12.imbridge.v1.GroupR\x06groups\"\xd4\x03\n" +
+	"\x06groups\x18\x01 \x03(\v2\x12.imbridge.v1.GroupR\x06groups\"\xfb\x03\n" +
 	"\x05Group\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06filter\x18\x02 \x01(\v2\x18.imbridge.v1.EventFilterR\x06filter\x12\x16\n" +
@@ -514,7 +1040,8 @@ const file_imbridge_v1_admin_proto_rawDesc = "" +
 	"\x12ack_floor_sequence\x18\t \x01(\x04R\x10ackFloorSequence\x12-\n" +
 	"\x12delivered_sequence\x18\n" +
 	" \x01(\x04R\x11deliveredSequence\x124\n" +
-	"\acreated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"%\n" +
+	"\acreated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12%\n" +
+	"\x0emax_deliveries\x18\f \x01(\rR\rmaxDeliveries\"%\n" +
 	"\x0fGetGroupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
 	"\x12DeleteGroupRequest\x12\x12\n" +
@@ -526,14 +1053,56 @@ const file_imbridge_v1_admin_proto_rawDesc = "" +
 	"\bsequence\x18\x02 \x01(\x04H\x00R\bsequence\x120\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x04time\x12\x12\n" +
 	"\x03new\x18\x04 \x01(\bH\x00R\x03newB\x04\n" +
-	"\x02to2\xaf\x02\n" +
+	"\x02to\"\xf4\x03\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x14\n" +
+	"\x05group\x18\x02 \x01(\tR\x05group\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"deliveries\x18\x04 \x01(\rR\n" +
+	"deliveries\x12%\n" +
+	"\x0eevent_sequence\x18\x05 \x01(\x04R\reventSequence\x122\n" +
+	"\x06stored\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x06stored\x12?\n" +
+	"\rdead_lettered\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fdeadLettered\x12\x19\n" +
+	"\bevent_id\x18\b \x01(\tR\aeventId\x12+\n" +
+	"\x06source\x18\t \x01(\x0e2\x13.imbridge.v1.SourceR\x06source\x12(\n" +
+	"\x05phase\x18\n" +
+	" \x01(\x0e2\x12.imbridge.v1.PhaseR\x05phase\x12*\n" +
+	"\x04kind\x18\v \x01(\x0e2\x16.imbridge.v1.EventKindR\x04kind\x12\x18\n" +
+	"\acommand\x18\f \x01(\tR\acommand\x12(\n" +
+	"\x05event\x18\r \x01(\v2\x12.imbridge.v1.EventR\x05event\"k\n" +
+	"\x16ListDeadLettersRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x04R\rafterSequence\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"t\n" +
+	"\x17ListDeadLettersResponse\x12:\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x17.imbridge.v1.DeadLetterR\vdeadLetters\x12\x1d\n" +
+	"\n" +
+	"next_after\x18\x02 \x01(\x04R\tnextAfter\"2\n" +
+	"\x14GetDeadLetterRequest\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\"O\n" +
+	"\x19RedriveDeadLettersRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1c\n" +
+	"\tsequences\x18\x02 \x03(\x04R\tsequences\"8\n" +
+	"\x1aRedriveDeadLettersResponse\x12\x1a\n" +
+	"\bredriven\x18\x01 \x01(\rR\bredriven\"M\n" +
+	"\x17PurgeDeadLettersRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x1c\n" +
+	"\tsequences\x18\x02 \x03(\x04R\tsequences\"2\n" +
+	"\x18PurgeDeadLettersResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x04R\x06purged2\xa2\x05\n" +
 	"\fAdminService\x12M\n" +
 	"\n" +
 	"ListGroups\x12\x1e.imbridge.v1.ListGroupsRequest\x1a\x1f.imbridge.v1.ListGroupsResponse\x12<\n" +
 	"\bGetGroup\x12\x1c.imbridge.v1.GetGroupRequest\x1a\x12.imbridge.v1.Group\x12P\n" +
 	"\vDeleteGroup\x12\x1f.imbridge.v1.DeleteGroupRequest\x1a .imbridge.v1.DeleteGroupResponse\x12@\n" +
 	"\n" +
-	"ResetGroup\x12\x1e.imbridge.v1.ResetGroupRequest\x1a\x12.imbridge.v1.GroupB9Z7github.com/imbridge/imbridge/gen/imbridge/v1;imbridgev1b\x06proto3"
+	"ResetGroup\x12\x1e.imbridge.v1.ResetGroupRequest\x1a\x12.imbridge.v1.Group\x12\\\n" +
+	"\x0fListDeadLetters\x12#.imbridge.v1.ListDeadLettersRequest\x1a$.imbridge.v1.ListDeadLettersResponse\x12K\n" +
+	"\rGetDeadLetter\x12!.imbridge.v1.GetDeadLetterRequest\x1a\x17.imbridge.v1.DeadLetter\x12e\n" +
+	"\x12RedriveDeadLetters\x12&.imbridge.v1.RedriveDeadLettersRequest\x1a'.imbridge.v1.RedriveDeadLettersResponse\x12_\n" +
+	"\x10PurgeDeadLetters\x12$.imbridge.v1.PurgeDeadLettersRequest\x1a%.imbridge.v1.PurgeDeadLettersResponseB9Z7github.com/imbridge/imbridge/gen/imbridge/v1;imbridgev1b\x06proto3"
 
 var (
 	file_imbridge_v1_admin_proto_rawDescOnce sync.Once
@@ -547,38 +1116,65 @@ func file_imbridge_v1_admin_proto_rawDescGZIP() []byte {
 	return file_imbridge_v1_admin_proto_rawDescData
 }
 
-var file_imbridge_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_imbridge_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_imbridge_v1_admin_proto_goTypes = []any{
-	(*ListGroupsRequest)(nil),     // 0: imbridge.v1.ListGroupsRequest
-	(*ListGroupsResponse)(nil),    // 1: imbridge.v1.ListGroupsResponse
-	(*Group)(nil),                 // 2: imbridge.v1.Group
-	(*GetGroupRequest)(nil),       // 3: imbridge.v1.GetGroupRequest
-	(*DeleteGroupRequest)(nil),    // 4: imbridge.v1.DeleteGroupRequest
-	(*DeleteGroupResponse)(nil),   // 5: imbridge.v1.DeleteGroupResponse
-	(*ResetGroupRequest)(nil),     // 6: imbridge.v1.ResetGroupRequest
-	(*EventFilter)(nil),           // 7: imbridge.v1.EventFilter
-	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*ListGroupsRequest)(nil),          // 0: imbridge.v1.ListGroupsRequest
+	(*ListGroupsResponse)(nil),         // 1: imbridge.v1.ListGroupsResponse
+	(*Group)(nil),                      // 2: imbridge.v1.Group
+	(*GetGroupRequest)(nil),            // 3: imbridge.v1.GetGroupRequest
+	(*DeleteGroupRequest)(nil),         // 4: imbridge.v1.DeleteGroupRequest
+	(*DeleteGroupResponse)(nil),        // 5: imbridge.v1.DeleteGroupResponse
+	(*ResetGroupRequest)(nil),          // 6: imbridge.v1.ResetGroupRequest
+	(*DeadLetter)(nil),                 // 7: imbridge.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),     // 8: imbridge.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),    // 9: imbridge.v1.ListDeadLettersResponse
+	(*GetDeadLetterRequest)(nil),       // 10: imbridge.v1.GetDeadLetterRequest
+	(*RedriveDeadLettersRequest)(nil),  // 11: imbridge.v1.RedriveDeadLettersRequest
+	(*RedriveDeadLettersResponse)(nil), // 12: imbridge.v1.RedriveDeadLettersResponse
+	(*PurgeDeadLettersRequest)(nil),    // 13: imbridge.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),   // 14: imbridge.v1.PurgeDeadLettersResponse
+	(*EventFilter)(nil),                // 15: imbridge.v1.EventFilter
+	(*durationpb.Duration)(nil),        // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
+	(Source)(0),                        // 18: imbridge.v1.Source
+	(Phase)(0),                         // 19: imbridge.v1.Phase
+	(EventKind)(0),                     // 20: imbridge.v1.EventKind
+	(*Event)(nil),                      // 21: imbridge.v1.Event
 }
 var file_imbridge_v1_admin_proto_depIdxs = []int32{
-	2, // 0: imbridge.v1.ListGroupsResponse.groups:type_name -> imbridge.v1.Group
-	7, // 1: imbridge.v1.Group.filter:type_name -> imbridge.v1.EventFilter
-	8, // 2: imbridge.v1.Group.ack_wait:type_name -> google.protobuf.Duration
-	9, // 3: imbridge.v1.Group.created:type_name -> google.protobuf.Timestamp
-	9, // 4: imbridge.v1.ResetGroupRequest.time:type_name -> google.protobuf.Timestamp
-	0, // 5: imbridge.v1.AdminService.ListGroups:input_type -> imbridge.v1.ListGroupsRequest
-	3, // 6: imbridge.v1.AdminService.GetGroup:input_type -> imbridge.v1.GetGroupRequest
-	4, // 7: imbridge.v1.AdminService.DeleteGroup:input_type -> imbridge.v1.DeleteGroupRequest
-	6, // 8: imbridge.v1.AdminService.ResetGroup:input_type -> imbridge.v1.ResetGroupRequest
-	1, // 9: imbridge.v1.AdminService.ListGroups:output_type -> imbridge.v1.ListGroupsResponse
-	2, // 10: imbridge.v1.AdminService.GetGroup:output_type -> imbridge.v1.Group
-	5, // 11: imbridge.v1.AdminService.DeleteGroup:output_type -> imbridge.v1.DeleteGroupResponse
-	2, // 12: imbridge.v1.AdminService.ResetGroup:output_type -> imbridge.v1.Group
-	9, // [9:13] is the sub-list for method output_type
-	5, // [5:9] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2,  // 0: imbridge.v1.ListGroupsResponse.groups:type_name -> imbridge.v1.Group
+	15, // 1: imbridge.v1.Group.filter:type_name -> imbridge.v1.EventFilter
+	16, // 2: imbridge.v1.Group.ack_wait:type_name -> google.protobuf.Duration
+	17, // 3: imbridge.v1.Group.created:type_name -> google.protobuf.Timestamp
+	17, // 4: imbridge.v1.ResetGroupRequest.time:type_name -> google.protobuf.Timestamp
+	17, // 5: imbridge.v1.DeadLetter.stored:type_name -> google.protobuf.Timestamp
+	17, // 6: imbridge.v1.DeadLetter.dead_lettered:type_name -> google.protobuf.Timestamp
+	18, // 7: imbridge.v1.DeadLetter.source:type_name -> imbridge.v1.Source
+	19, // 8: imbridge.v1.DeadLetter.phase:type_name -> imbridge.v1.Phase
+	20, // 9: imbridge.v1.DeadLetter.kind:type_name -> imbridge.v1.EventKind
+	21, // 10: imbridge.v1.DeadLetter.event:type_name -> imbridge.v1.Event
+	7,  // 11: imbridge.v1.ListDeadLettersResponse.dead_letters:type_name -> imbridge.v1.DeadLetter
+	0,  // 12: imbridge.v1.AdminService.ListGroups:input_type -> imbridge.v1.ListGroupsRequest
+	3,  // 13: imbridge.v1.AdminService.GetGroup:input_type -> imbridge.v1.GetGroupRequest
+	4,  // 14: imbridge.v1.AdminService.DeleteGroup:input_type -> imbridge.v1.DeleteGroupRequest
+	6,  // 15: imbridge.v1.AdminService.ResetGroup:input_type -> imbridge.v1.ResetGroupRequest
+	8,  // 16: imbridge.v1.AdminService.ListDeadLetters:input_type -> imbridge.v1.ListDeadLettersRequest
+	10, // 17: imbridge.v1.AdminService.GetDeadLetter:input_type -> imbridge.v1.GetDeadLetterRequest
+	11, // 18: imbridge.v1.AdminService.RedriveDeadLetters:input_type -> imbridge.v1.RedriveDeadLettersRequest
+	13, // 19: imbridge.v1.AdminService.PurgeDeadLetters:input_type -> imbridge.v1.PurgeDeadLettersRequest
+	1,  // 20: imbridge.v1.AdminService.ListGroups:output_type -> imbridge.v1.ListGroupsResponse
+	2,  // 21: imbridge.v1.AdminService.GetGroup:output_type -> imbridge.v1.Group
+	5,  // 22: imbridge.v1.AdminService.DeleteGroup:output_type -> imbridge.v1.DeleteGroupResponse
+	2,  // 23: imbridge.v1.AdminService.ResetGroup:output_type -> imbridge.v1.Group
+	9,  // 24: imbridge.v1.AdminService.ListDeadLetters:output_type -> imbridge.v1.ListDeadLettersResponse
+	7,  // 25: imbridge.v1.AdminService.GetDeadLetter:output_type -> imbridge.v1.DeadLetter
+	12, // 26: imbridge.v1.AdminService.RedriveDeadLetters:output_type -> imbridge.v1.RedriveDeadLettersResponse
+	14, // 27: imbridge.v1.AdminService.PurgeDeadLetters:output_type -> imbridge.v1.PurgeDeadLettersResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_imbridge_v1_admin_proto_init() }
@@ -586,6 +1182,7 @@ func file_imbridge_v1_admin_proto_init() {
 	if File_imbridge_v1_admin_proto != nil {
 		return
 	}
+	file_imbridge_v1_event_proto_init()
 	file_imbridge_v1_events_service_proto_init()
 	file_imbridge_v1_admin_proto_msgTypes[6].OneofWrappers = []any{
 		(*ResetGroupRequest_Sequence)(nil),
@@ -598,7 +1195,7 @@ func file_imbridge_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_imbridge_v1_admin_proto_rawDesc), len(file_imbridge_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -134,6 +135,7 @@ type SubscribeRequest struct {
 	//	*SubscribeRequest_Subscription
 	//	*SubscribeRequest_Ack
 	//	*SubscribeRequest_Verdict
+	//	*SubscribeRequest_Nack
 	Request       isSubscribeRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -203,6 +205,15 @@ func (x *SubscribeRequest) GetVerdict() *VerdictReply {
 	return nil
 }
 
+func (x *SubscribeRequest) GetNack() *Nack {
+	if x != nil {
+		if x, ok := x.Request.(*SubscribeRequest_Nack); ok {
+			return x.Nack
+		}
+	}
+	return nil
+}
+
 type isSubscribeRequest_Request interface {
 	isSubscribeRequest_Request()
 }
@@ -222,11 +233,18 @@ type SubscribeRequest_Verdict struct {
 	Verdict *VerdictReply `protobuf:"bytes,3,opt,name=verdict,proto3,oneof"`
 }
 
+type SubscribeRequest_Nack struct {
+	// The subscriber could not handle events: deliver them again.
+	Nack *Nack `protobuf:"bytes,4,opt,name=nack,proto3,oneof"`
+}
+
 func (*SubscribeRequest_Subscription) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_Ack) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_Verdict) isSubscribeRequest_Request() {}
+
+func (*SubscribeRequest_Nack) isSubscribeRequest_Request() {}
 
 // Subscription says what a subscriber wants to receive.
 type Subscription struct {
@@ -239,13 +257,26 @@ type Subscription struct {
 	Filter *EventFilter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
 	// This group decides verdicts for matching before-callbacks. Needs a group.
 	Decide bool `protobuf:"varint,3,opt,name=decide,proto3" json:"decide,omitempty"`
-	// Where a group seen for the first time starts. Ignored for an existing group and a live tail.
+	// Where a group seen for the first time starts. Ignored for an existing group (move one with
+	// AdminService.ResetGroup) and for a live tail, which starts with new events unless
+	// start_sequence or start_time says otherwise. At most one of start, start_sequence and start_time.
 	Start StartPosition `protobuf:"varint,4,opt,name=start,proto3,enum=imbridge.v1.StartPosition" json:"start,omitempty"`
 	// How long an event may stay unacked before it is delivered again (to another member if one is
 	// connected). Default 30s. Applies to the whole group.
 	AckWait *durationpb.Duration `protobuf:"bytes,5,opt,name=ack_wait,json=ackWait,proto3" json:"ack_wait,omitempty"`
 	// Most events delivered to this member and not yet acked. Default 256.
-	MaxInFlight   uint32 `protobuf:"varint,6,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	MaxInFlight uint32 `protobuf:"varint,6,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// How many times an event is delivered to the group before it is moved to the dead letters
+	// (AdminService.ListDeadLetters), where it no longer holds up the group. Counts every delivery:
+	// nacked, handed back, or not acked within the ack wait. 0: the group's, 10 for a new group; at
+	// most 1000. Applies to the whole group.
+	MaxDeliveries uint32 `protobuf:"varint,7,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// Start at this stream sequence (Event.sequence): replays what the log still holds from there,
+	// then goes on with new events. For a new group or a live tail; a live tail that reconnects
+	// resumes without loss with the sequence after the last one it received.
+	StartSequence uint64 `protobuf:"varint,8,opt,name=start_sequence,json=startSequence,proto3" json:"start_sequence,omitempty"`
+	// Start at the first event stored at or after this time. For a new group or a live tail.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +351,27 @@ func (x *Subscription) GetMaxInFlight() uint32 {
 		return x.MaxInFlight
 	}
 	return 0
+}
+
+func (x *Subscription) GetMaxDeliveries() uint32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
+func (x *Subscription) GetStartSequence() uint64 {
+	if x != nil {
+		return x.StartSequence
+	}
+	return 0
+}
+
+func (x *Subscription) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
 }
 
 // EventFilter selects events. Each non-empty list must match (AND); within a list any entry may match (OR).
@@ -452,6 +504,82 @@ func (x *Ack) GetMoreEventIds() []string {
 }
 
 // VerdictReply is a decider's answer to a delivered before-callback.
+// A subscriber that could not handle events nacks them: they are delivered again, to any member
+// of the group, after delay. Each delivery counts towards the group's max_deliveries; past it the
+// events become dead letters, with the last reason given. Events of one log record that were acked
+// are not delivered again.
+type Nack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Event.id of the delivered event.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// Further events nacked for the same reason.
+	MoreEventIds []string `protobuf:"bytes,2,rep,name=more_event_ids,json=moreEventIds,proto3" json:"more_event_ids,omitempty"`
+	// Why, for the dead letter and the log; at most 1024 bytes.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Deliver again no sooner than this (backoff for a transient failure). Default: at once; at most 1h.
+	Delay         *durationpb.Duration `protobuf:"bytes,4,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Nack) Reset() {
+	*x = Nack{}
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Nack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Nack) ProtoMessage() {}
+
+func (x *Nack) ProtoReflect() protoreflect.Message {
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Nack.ProtoReflect.Descriptor instead.
+func (*Nack) Descriptor() ([]byte, []int) {
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Nack) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Nack) GetMoreEventIds() []string {
+	if x != nil {
+		return x.MoreEventIds
+	}
+	return nil
+}
+
+func (x *Nack) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Nack) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
 type VerdictReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Event.id of the delivered event.
@@ -464,7 +592,7 @@ type VerdictReply struct {
 
 func (x *VerdictReply) Reset() {
 	*x = VerdictReply{}
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[4]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +604,7 @@ func (x *VerdictReply) String() string {
 func (*VerdictReply) ProtoMessage() {}
 
 func (x *VerdictReply) ProtoReflect() protoreflect.Message {
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[4]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +617,7 @@ func (x *VerdictReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerdictReply.ProtoReflect.Descriptor instead.
 func (*VerdictReply) Descriptor() ([]byte, []int) {
-	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{4}
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VerdictReply) GetEventId() string {
@@ -531,7 +659,7 @@ type Verdict struct {
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[5]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +671,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[5]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +684,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{5}
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Verdict) GetDecision() Decision {
@@ -610,7 +738,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[6]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +750,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[6]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +763,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{6}
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubscribeResponse) GetResponse() isSubscribeResponse_Response {
@@ -694,7 +822,7 @@ type Subscribed struct {
 
 func (x *Subscribed) Reset() {
 	*x = Subscribed{}
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[7]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +834,7 @@ func (x *Subscribed) String() string {
 func (*Subscribed) ProtoMessage() {}
 
 func (x *Subscribed) ProtoReflect() protoreflect.Message {
-	mi := &file_imbridge_v1_events_service_proto_msgTypes[7]
+	mi := &file_imbridge_v1_events_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +847,7 @@ func (x *Subscribed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
 func (*Subscribed) Descriptor() ([]byte, []int) {
-	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{7}
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Subscribed) GetGroup() string {
@@ -740,19 +868,24 @@ var File_imbridge_v1_events_service_proto protoreflect.FileDescriptor
 
 const file_imbridge_v1_events_service_proto_rawDesc = "" +
 	"\n" +
-	" imbridge/v1/events_service.proto\x12\vimbridge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17imbridge/v1/event.proto\"\xbb\x01\n" +
+	" imbridge/v1/events_service.proto\x12\vimbridge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imbridge/v1/event.proto\"\xe4\x01\n" +
 	"\x10SubscribeRequest\x12?\n" +
 	"\fsubscription\x18\x01 \x01(\v2\x19.imbridge.v1.SubscriptionH\x00R\fsubscription\x12$\n" +
 	"\x03ack\x18\x02 \x01(\v2\x10.imbridge.v1.AckH\x00R\x03ack\x125\n" +
-	"\averdict\x18\x03 \x01(\v2\x19.imbridge.v1.VerdictReplyH\x00R\averdictB\t\n" +
-	"\arequest\"\xfa\x01\n" +
+	"\averdict\x18\x03 \x01(\v2\x19.imbridge.v1.VerdictReplyH\x00R\averdict\x12'\n" +
+	"\x04nack\x18\x04 \x01(\v2\x11.imbridge.v1.NackH\x00R\x04nackB\t\n" +
+	"\arequest\"\x83\x03\n" +
 	"\fSubscription\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x120\n" +
 	"\x06filter\x18\x02 \x01(\v2\x18.imbridge.v1.EventFilterR\x06filter\x12\x16\n" +
 	"\x06decide\x18\x03 \x01(\bR\x06decide\x120\n" +
 	"\x05start\x18\x04 \x01(\x0e2\x1a.imbridge.v1.StartPositionR\x05start\x124\n" +
 	"\back_wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\aackWait\x12\"\n" +
-	"\rmax_in_flight\x18\x06 \x01(\rR\vmaxInFlight\"\xa3\x01\n" +
+	"\rmax_in_flight\x18\x06 \x01(\rR\vmaxInFlight\x12%\n" +
+	"\x0emax_deliveries\x18\a \x01(\rR\rmaxDeliveries\x12%\n" +
+	"\x0estart_sequence\x18\b \x01(\x04R\rstartSequence\x129\n" +
+	"\n" +
+	"start_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\xa3\x01\n" +
 	"\vEventFilter\x12,\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x16.imbridge.v1.EventKindR\x05kinds\x12\x1a\n" +
 	"\bcommands\x18\x02 \x03(\tR\bcommands\x12-\n" +
@@ -760,7 +893,12 @@ const file_imbridge_v1_events_service_proto_rawDesc = "" +
 	"\tgroup_ids\x18\x04 \x03(\tR\bgroupIds\"F\n" +
 	"\x03Ack\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12$\n" +
-	"\x0emore_event_ids\x18\x02 \x03(\tR\fmoreEventIds\"Y\n" +
+	"\x0emore_event_ids\x18\x02 \x03(\tR\fmoreEventIds\"\x90\x01\n" +
+	"\x04Nack\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12$\n" +
+	"\x0emore_event_ids\x18\x02 \x03(\tR\fmoreEventIds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12/\n" +
+	"\x05delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"Y\n" +
 	"\fVerdictReply\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
 	"\averdict\x18\x02 \x01(\v2\x14.imbridge.v1.VerdictR\averdict\"\xcb\x01\n" +
@@ -806,45 +944,50 @@ func file_imbridge_v1_events_service_proto_rawDescGZIP() []byte {
 }
 
 var file_imbridge_v1_events_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_imbridge_v1_events_service_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_imbridge_v1_events_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_imbridge_v1_events_service_proto_goTypes = []any{
-	(StartPosition)(0),          // 0: imbridge.v1.StartPosition
-	(Decision)(0),               // 1: imbridge.v1.Decision
-	(*SubscribeRequest)(nil),    // 2: imbridge.v1.SubscribeRequest
-	(*Subscription)(nil),        // 3: imbridge.v1.Subscription
-	(*EventFilter)(nil),         // 4: imbridge.v1.EventFilter
-	(*Ack)(nil),                 // 5: imbridge.v1.Ack
-	(*VerdictReply)(nil),        // 6: imbridge.v1.VerdictReply
-	(*Verdict)(nil),             // 7: imbridge.v1.Verdict
-	(*SubscribeResponse)(nil),   // 8: imbridge.v1.SubscribeResponse
-	(*Subscribed)(nil),          // 9: imbridge.v1.Subscribed
-	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
-	(EventKind)(0),              // 11: imbridge.v1.EventKind
-	(Source)(0),                 // 12: imbridge.v1.Source
-	(*GroupInfoChanged)(nil),    // 13: imbridge.v1.GroupInfoChanged
-	(*Event)(nil),               // 14: imbridge.v1.Event
+	(StartPosition)(0),            // 0: imbridge.v1.StartPosition
+	(Decision)(0),                 // 1: imbridge.v1.Decision
+	(*SubscribeRequest)(nil),      // 2: imbridge.v1.SubscribeRequest
+	(*Subscription)(nil),          // 3: imbridge.v1.Subscription
+	(*EventFilter)(nil),           // 4: imbridge.v1.EventFilter
+	(*Ack)(nil),                   // 5: imbridge.v1.Ack
+	(*Nack)(nil),                  // 6: imbridge.v1.Nack
+	(*VerdictReply)(nil),          // 7: imbridge.v1.VerdictReply
+	(*Verdict)(nil),               // 8: imbridge.v1.Verdict
+	(*SubscribeResponse)(nil),     // 9: imbridge.v1.SubscribeResponse
+	(*Subscribed)(nil),            // 10: imbridge.v1.Subscribed
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(EventKind)(0),                // 13: imbridge.v1.EventKind
+	(Source)(0),                   // 14: imbridge.v1.Source
+	(*GroupInfoChanged)(nil),      // 15: imbridge.v1.GroupInfoChanged
+	(*Event)(nil),                 // 16: imbridge.v1.Event
 }
 var file_imbridge_v1_events_service_proto_depIdxs = []int32{
 	3,  // 0: imbridge.v1.SubscribeRequest.subscription:type_name -> imbridge.v1.Subscription
 	5,  // 1: imbridge.v1.SubscribeRequest.ack:type_name -> imbridge.v1.Ack
-	6,  // 2: imbridge.v1.SubscribeRequest.verdict:type_name -> imbridge.v1.VerdictReply
-	4,  // 3: imbridge.v1.Subscription.filter:type_name -> imbridge.v1.EventFilter
-	0,  // 4: imbridge.v1.Subscription.start:type_name -> imbridge.v1.StartPosition
-	10, // 5: imbridge.v1.Subscription.ack_wait:type_name -> google.protobuf.Duration
-	11, // 6: imbridge.v1.EventFilter.kinds:type_name -> imbridge.v1.EventKind
-	12, // 7: imbridge.v1.EventFilter.sources:type_name -> imbridge.v1.Source
-	7,  // 8: imbridge.v1.VerdictReply.verdict:type_name -> imbridge.v1.Verdict
-	1,  // 9: imbridge.v1.Verdict.decision:type_name -> imbridge.v1.Decision
-	13, // 10: imbridge.v1.Verdict.group_info:type_name -> imbridge.v1.GroupInfoChanged
-	9,  // 11: imbridge.v1.SubscribeResponse.subscribed:type_name -> imbridge.v1.Subscribed
-	14, // 12: imbridge.v1.SubscribeResponse.event:type_name -> imbridge.v1.Event
-	2,  // 13: imbridge.v1.EventService.Subscribe:input_type -> imbridge.v1.SubscribeRequest
-	8,  // 14: imbridge.v1.EventService.Subscribe:output_type -> imbridge.v1.SubscribeResponse
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 2: imbridge.v1.SubscribeRequest.verdict:type_name -> imbridge.v1.VerdictReply
+	6,  // 3: imbridge.v1.SubscribeRequest.nack:type_name -> imbridge.v1.Nack
+	4,  // 4: imbridge.v1.Subscription.filter:type_name -> imbridge.v1.EventFilter
+	0,  // 5: imbridge.v1.Subscription.start:type_name -> imbridge.v1.StartPosition
+	11, // 6: imbridge.v1.Subscription.ack_wait:type_name -> google.protobuf.Duration
+	12, // 7: imbridge.v1.Subscription.start_time:type_name -> google.protobuf.Timestamp
+	13, // 8: imbridge.v1.EventFilter.kinds:type_name -> imbridge.v1.EventKind
+	14, // 9: imbridge.v1.EventFilter.sources:type_name -> imbridge.v1.Source
+	11, // 10: imbridge.v1.Nack.delay:type_name -> google.protobuf.Duration
+	8,  // 11: imbridge.v1.VerdictReply.verdict:type_name -> imbridge.v1.Verdict
+	1,  // 12: imbridge.v1.Verdict.decision:type_name -> imbridge.v1.Decision
+	15, // 13: imbridge.v1.Verdict.group_info:type_name -> imbridge.v1.GroupInfoChanged
+	10, // 14: imbridge.v1.SubscribeResponse.subscribed:type_name -> imbridge.v1.Subscribed
+	16, // 15: imbridge.v1.SubscribeResponse.event:type_name -> imbridge.v1.Event
+	2,  // 16: imbridge.v1.EventService.Subscribe:input_type -> imbridge.v1.SubscribeRequest
+	9,  // 17: imbridge.v1.EventService.Subscribe:output_type -> imbridge.v1.SubscribeResponse
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_imbridge_v1_events_service_proto_init() }
@@ -857,8 +1000,9 @@ func file_imbridge_v1_events_service_proto_init() {
 		(*SubscribeRequest_Subscription)(nil),
 		(*SubscribeRequest_Ack)(nil),
 		(*SubscribeRequest_Verdict)(nil),
+		(*SubscribeRequest_Nack)(nil),
 	}
-	file_imbridge_v1_events_service_proto_msgTypes[6].OneofWrappers = []any{
+	file_imbridge_v1_events_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
 	}
@@ -868,7 +1012,7 @@ func file_imbridge_v1_events_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_imbridge_v1_events_service_proto_rawDesc), len(file_imbridge_v1_events_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

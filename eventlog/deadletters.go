@@ -1,0 +1,88 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Beside the event stream, the log keeps two smaller stores, named after it:
+//   - the dead letters, a stream (<stream>_DEAD_LETTERS, subjects DeadLetterPrefix.<group>) of events
+//     a consumer group gave up on, kept as long as events are;
+//   - the redelivery state, a key-value bucket (<stream>_REDELIVERY) with what a group already did
+//     with a log record it is to receive again (which of its events were acked, why the rest was
+//     nacked), so that a record handed back with part of it acked is not delivered whole again.
+//     Entries live as long as events do.
+const (
+	// DeadLetterPrefix is the root of the dead-letter subjects.
+	DeadLetterPrefix   = "imbridge.dlq"
+	deadLetterSuffix   = "_DEAD_LETTERS"
+	redeliverySuffix   = "_REDELIVERY"
+	deadLetterReplicas = 1
+)
+
+// DeadLetterStream is the name of the dead-letter stream beside the event stream.
+func DeadLetterStream(stream string) string { return stream + deadLetterSuffix }
+
+// RedeliveryBucket is the name of the key-value bucket beside the event stream.
+func RedeliveryBucket(stream string) string { return stream + redeliverySuffix }
+
+// openStores creates or finds the dead-letter stream and the redelivery bucket. Like the event
+// stream, they follow the options on the embedded server and are created if missing, never
+// rewritten, on an external one.
+func (l *Log) openStores(ctx context.Context, replicas int) error {
+	cfg := jetstream.StreamConfig{
+		Name:        DeadLetterStream(l.opts.Stream),
+		Description: "imbridge: events consumer groups gave up on (imbridge dlq)",
+		Subjects:    []string{DeadLetterPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      l.opts.MaxAge,
+		Replicas:    replicas,
+		// A dead letter is written with a message id (group, record, event): one the bridge writes
+		// twice, having crashed between writing it and letting go of the record, is stored once.
+		Duplicates: 10 * time.Minute,
+	}
+	var err error
+	if l.ns != nil {
+		l.dead, err = l.js.CreateOrUpdateStream(ctx, cfg)
+	} else {
+		l.dead, err = l.js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			l.dead, err = l.js.CreateStream(ctx, cfg)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dead letters %s: %w", cfg.Name, err)
+	}
+	kv := jetstream.KeyValueConfig{
+		Bucket:      RedeliveryBucket(l.opts.Stream),
+		Description: "imbridge: what consumer groups acked of records they get again",
+		History:     1,
+		TTL:         l.opts.MaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}
+	if l.ns != nil {
+		l.redelivery, err = l.js.CreateOrUpdateKeyValue(ctx, kv)
+	} else {
+		l.redelivery, err = l.js.KeyValue(ctx, kv.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			l.redelivery, err = l.js.CreateKeyValue(ctx, kv)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("redelivery bucket %s: %w", kv.Bucket, err)
+	}
+	return nil
+}
+
+// DeadLetters is the dead-letter stream.
+func (l *Log) DeadLetters() jetstream.Stream { return l.dead }
+
+// Redelivery is the redelivery state bucket.
+func (l *Log) Redelivery() jetstream.KeyValue { return l.redelivery }
