@@ -64,6 +64,13 @@ type Config struct {
 	ConfigFile   string
 	MaxBodyBytes int64
 	SyncAlways   bool
+	// RetentionMaxAge and RetentionMaxBytes bound the event log (eventlog.Options.MaxAge and
+	// MaxBytes): past either, the oldest records are removed, delivered or not.
+	RetentionMaxAge   time.Duration
+	RetentionMaxBytes int64
+	// DedupWindow is how long a callback is remembered to answer its retries without storing them
+	// again (server.Options.DedupWindow, and the stream's duplicate window); 0: off.
+	DedupWindow time.Duration
 	// TencentSdkAppID and TencentToken add one Tencent app to the file's (a shorthand for
 	// callers.tencent.apps); a token needs its app.
 	TencentSdkAppID string
@@ -159,6 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	log, err := eventlog.Open(ctx, eventlog.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, SyncAlways: cfg.SyncAlways, Logger: logger,
+		MaxAge: cfg.RetentionMaxAge, MaxBytes: cfg.RetentionMaxBytes, DuplicateWindow: max(cfg.DedupWindow, 0),
 	})
 	if err != nil {
 		return fmt.Errorf("open event log: %w", err)
@@ -193,7 +201,8 @@ func Run(ctx context.Context, cfg Config) error {
 	srv, err := server.New(server.Options{
 		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes, NoAccessLog: cfg.NoAccessLog,
-		Tracer: tracer,
+		DedupWindow: dedupWindow(cfg.DedupWindow),
+		Tracer:      tracer,
 	})
 	if err != nil {
 		return err
@@ -434,4 +443,12 @@ func serveAux(name, addr string, h http.Handler, logger *slog.Logger) (stop func
 	go func() { _ = srv.Serve(lis) }()
 	logger.Info(name+" listening", "addr", lis.Addr().String())
 	return func() { _ = srv.Close() }, nil
+}
+
+// dedupWindow is Config.DedupWindow as server.Options takes it: off is negative there.
+func dedupWindow(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

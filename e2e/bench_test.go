@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/imbridge/imbridge/auth"
@@ -40,13 +42,16 @@ func BenchmarkAfterCallback(b *testing.B) {
 func benchCallback(b *testing.B, br *bridgetest.Bridge, path string, header http.Header, body []byte) {
 	b.ReportAllocs()
 	b.ResetTimer()
+	var ops atomic.Uint64
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			req, err := http.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 			if err != nil {
 				b.Fatal(err)
 			}
-			req.Header = header // read only, shared by the callers
+			req.Header = header.Clone()
+			// A callback of its own: the same operationID and body again would be a retry (dedup).
+			req.Header.Set("Operationid", "bench-"+strconv.FormatUint(ops.Add(1), 10))
 			req.RemoteAddr = "10.0.0.1:1234"
 			w := httptest.NewRecorder()
 			br.Handler.ServeHTTP(w, req)

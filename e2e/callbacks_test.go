@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -182,19 +183,21 @@ func TestOpenIMWireQuirks(t *testing.T) {
 	b := bridgetest.Start(t, bridgetest.Options{})
 	sub := b.Subscribe(t, &pb.Subscription{})
 	body := examples.Must("openim-after-quit-group").Body
-	for _, path := range []string{
+	for i, path := range []string{
 		"/openim//callbackAfterQuitGroupCommand",                       // url configured with a trailing slash
 		"/openim/callbackAfterQuitGroupCommand?contenttype=json",       // the documented query
 		"/openim/callbackAfterQuitGroupCommand?key=eyJhIjoxfQ%3D%3D&x", // other query parameters
 	} {
-		h := http.Header{"Operationid": {"abc"}}
+		// Each a callback of its own (the same operationID and body again would be a retry).
+		op := "abc" + strconv.Itoa(i)
+		h := http.Header{"Operationid": {op}}
 		status, answer := b.Post(t, http.MethodPost, path, h, body)
 		if status != http.StatusOK || string(answer) != openimOK {
 			t.Fatalf("%s: %d %s; want 200 %s", path, status, answer, openimOK)
 		}
 		ev := sub.Next()
-		if ev.GetMemberQuit().GetGroupId() != "G001" || ev.GetMetadata().GetOperationId() != "abc" {
-			t.Errorf("%s: event %v; want member quit of G001 with operation id abc", path, ev)
+		if ev.GetMemberQuit().GetGroupId() != "G001" || ev.GetMetadata().GetOperationId() != op {
+			t.Errorf("%s: event %v; want member quit of G001 with operation id %s", path, ev, op)
 		}
 	}
 }

@@ -194,4 +194,13 @@ func TestSubscriberMetrics(t *testing.T) {
 	if got := metricWith(t, b, "imbridge_log_up", nil); got != 1 {
 		t.Errorf("imbridge_log_up %v; want 1", got)
 	}
+	if got := metricWith(t, b, "imbridge_log_max_age_seconds", nil); got != (7 * 24 * time.Hour).Seconds() {
+		t.Errorf("imbridge_log_max_age_seconds %v; want 7 days", got)
+	}
+	if got := metricWith(t, b, "imbridge_log_oldest_record_age_seconds", nil); got <= 0 {
+		t.Errorf("imbridge_log_oldest_record_age_seconds %v; want > 0", got)
+	}
+	if got := metricWith(t, b, "imbridge_dead_letter_records", nil); got != 0 {
+		t.Errorf("imbridge_dead_letter_records %v; want 0", got)
+	}
 }

@@ -45,6 +45,9 @@ type Options struct {
 	MaxAge time.Duration
 	// MaxBytes caps the stream size; the oldest events are dropped past it. 0: no cap.
 	MaxBytes int64
+	// DuplicateWindow is how long the stream remembers a message id (Nats-Msg-Id) to drop a
+	// message written again with it. 0: JetStream's default, 2 minutes.
+	DuplicateWindow time.Duration
 	// SyncAlways makes the embedded server fsync every write before acknowledging it, so an event
 	// survives power loss, not only a crash of this process. Slower.
 	SyncAlways bool
@@ -138,6 +141,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    orUnlimited(opts.MaxBytes),
+		Duplicates:  opts.DuplicateWindow,
 		Replicas:    1,
 	}
 	if l.ns != nil {
@@ -152,6 +156,10 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		}
 		if err == nil && !slices.Contains(l.stream.CachedInfo().Config.Subjects, SubjectPrefix+".>") {
 			err = fmt.Errorf("stream %s exists but does not take %s.>", opts.Stream, SubjectPrefix)
+		}
+		if have := l.stream.CachedInfo(); err == nil && (have.Config.MaxAge != cfg.MaxAge || have.Config.MaxBytes != cfg.MaxBytes) {
+			opts.Logger.Warn("the stream's retention differs from --retention-max-age/--retention-max-bytes: the stream's applies (change it with nats stream edit)",
+				"stream", opts.Stream, "max_age", have.Config.MaxAge, "max_bytes", have.Config.MaxBytes, "asked_max_age", cfg.MaxAge, "asked_max_bytes", cfg.MaxBytes)
 		}
 	}
 	if err != nil {

@@ -95,3 +95,48 @@ func TestEmbeddedMessageLimit(t *testing.T) {
 		t.Errorf("MaxMessageBytes = %d; want %d", got, eventlog.EmbeddedMaxPayload)
 	}
 }
+
+// TestRetention: past MaxBytes the oldest records are removed and writes go on; reopened with other
+// limits, the embedded stream follows them.
+func TestRetention(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	const limit = 64 << 10
+	l, err := eventlog.Open(ctx, eventlog.Options{DataDir: dir, MaxBytes: limit, MaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 1<<10)
+	for range 200 {
+		if _, err := l.Publish(ctx, &nats.Msg{Subject: eventlog.SubjectPrefix + ".test", Data: data}); err != nil {
+			t.Fatalf("publish past the limit: %v; want the oldest removed instead", err)
+		}
+	}
+	info, err := l.JetStream().Stream(ctx, l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := info.CachedInfo()
+	if st.State.Bytes > limit || st.State.FirstSeq == 1 || st.State.LastSeq != 200 {
+		t.Errorf("after 200 KiB into %d bytes: %d bytes, sequences %d-%d; want the oldest removed", limit, st.State.Bytes, st.State.FirstSeq, st.State.LastSeq)
+	}
+	if st.Config.MaxAge != time.Hour {
+		t.Errorf("max age %v; want 1h", st.Config.MaxAge)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err = eventlog.Open(ctx, eventlog.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	s, err := l.JetStream().Stream(ctx, l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; c.MaxBytes != -1 || c.MaxAge != eventlog.DefaultMaxAge {
+		t.Errorf("reopened with the defaults: max bytes %d, max age %v; want no limit, %v", c.MaxBytes, c.MaxAge, eventlog.DefaultMaxAge)
+	}
+}

@@ -21,7 +21,7 @@ type logCollector struct {
 	mu     sync.Mutex
 	at     time.Time           // of cached; guarded by mu
 	cached []prometheus.Metric // guarded by mu
-	up, messages, bytes, firstSeq, lastSeq,
+	up, messages, bytes, firstSeq, lastSeq, maxBytes, maxAge, oldestAge, deadLetters,
 	pending, unacked, redelivered *prometheus.Desc
 }
 
@@ -40,6 +40,10 @@ func newLogCollector(log *eventlog.Log) *logCollector {
 		bytes:       prometheus.NewDesc("imbridge_log_bytes", "Bytes in the event log's stream.", nil, nil),
 		firstSeq:    prometheus.NewDesc("imbridge_log_first_sequence", "Stream sequence of the oldest record kept.", nil, nil),
 		lastSeq:     prometheus.NewDesc("imbridge_log_last_sequence", "Stream sequence of the newest record.", nil, nil),
+		maxBytes:    prometheus.NewDesc("imbridge_log_max_bytes", "The event log's size limit (--retention-max-bytes): past it the oldest records are removed, delivered or not. Absent when there is none.", nil, nil),
+		maxAge:      prometheus.NewDesc("imbridge_log_max_age_seconds", "How long the event log keeps a record (--retention-max-age), delivered or not.", nil, nil),
+		oldestAge:   prometheus.NewDesc("imbridge_log_oldest_record_age_seconds", "Age of the oldest record kept: near imbridge_log_max_age_seconds, or imbridge_log_bytes near imbridge_log_max_bytes, records are being removed for space or age.", nil, nil),
+		deadLetters: prometheus.NewDesc("imbridge_dead_letter_records", "Dead letters kept (imbridge dlq list).", nil, nil),
 		pending:     prometheus.NewDesc("imbridge_group_pending_records", "Records a consumer group has not been sent yet: its backlog.", group, nil),
 		unacked:     prometheus.NewDesc("imbridge_group_unacked_records", "Records sent to a consumer group and not acked yet.", group, nil),
 		redelivered: prometheus.NewDesc("imbridge_group_redelivered_records", "Records sent to a consumer group more than once and not acked yet.", group, nil),
@@ -47,7 +51,7 @@ func newLogCollector(log *eventlog.Log) *logCollector {
 }
 
 func (c *logCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.messages, c.bytes, c.firstSeq, c.lastSeq, c.pending, c.unacked, c.redelivered} {
+	for _, d := range []*prometheus.Desc{c.up, c.messages, c.bytes, c.firstSeq, c.lastSeq, c.maxBytes, c.maxAge, c.oldestAge, c.deadLetters, c.pending, c.unacked, c.redelivered} {
 		ch <- d
 	}
 }
@@ -85,6 +89,19 @@ func (c *logCollector) collect(emit func(prometheus.Metric)) {
 	gauge(c.bytes, float64(info.State.Bytes))
 	gauge(c.firstSeq, float64(info.State.FirstSeq))
 	gauge(c.lastSeq, float64(info.State.LastSeq))
+	if info.Config.MaxBytes > 0 {
+		gauge(c.maxBytes, float64(info.Config.MaxBytes))
+	}
+	gauge(c.maxAge, info.Config.MaxAge.Seconds())
+	if info.State.Msgs > 0 {
+		gauge(c.oldestAge, time.Since(info.State.FirstTime).Seconds())
+	}
+	dead, err := c.log.DeadLetters().Info(ctx)
+	if err != nil {
+		gauge(c.up, 0)
+		return
+	}
+	gauge(c.deadLetters, float64(dead.State.Msgs))
 	consumers := stream.ListConsumers(ctx)
 	for ci := range consumers.Info() {
 		if _, ok := ci.Config.Metadata[metaFilter]; !ok || ci.Config.Durable == "" {

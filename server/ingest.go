@@ -33,6 +33,31 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	if pol.waits(ev.Phase) {
 		groups = s.deciders.matching(ev)
 	}
+	var dup *dedupEntry // this callback's claim on its dedup key, settled on the way out
+	var dupKey string
+	stored := false
+	defer func() {
+		if dup != nil {
+			s.dedup.end(dupKey, dup, stored)
+		}
+	}()
+	if s.dedup != nil && !pol.waits(ev.Phase) {
+		if key, ok := dedupKey(ev); ok {
+			for dup == nil {
+				e, first := s.dedup.begin(key, time.Now())
+				switch {
+				case first:
+					dup, dupKey = e, key
+				case e.wait(ctx):
+					s.metrics.duplicates.Inc()
+					o.noteAnswer(AnswerDuplicate, "a retry of a callback stored already: not stored again", s.tracer != nil)
+					return allowVerdict, nil
+				case ctx.Err() != nil:
+					return nil, status.FromContextError(ctx.Err()).Err()
+				}
+			}
+		}
+	}
 	msg := &nats.Msg{Subject: subjectFor(ev)}
 	var w *waiter
 	if len(groups) > 0 {
@@ -55,7 +80,8 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
 	span := s.startSpan(ctx, "imbridge.publish", attribute.String("messaging.destination.name", msg.Subject))
-	err = s.committer.store(ctx, msg)
+	err = s.committer.store(ctx, msg, dupKey)
+	stored = err == nil
 	endSpan(span, err)
 	if err != nil {
 		s.logger.Warn("event not stored", "event", ev.Id, "command", ev.Command, "subject", msg.Subject, "err", err)

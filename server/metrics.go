@@ -14,6 +14,8 @@ type metrics struct {
 	rejected *prometheus.CounterVec
 	// tailCutoffs counts live tails cut off for falling behind.
 	tailCutoffs prometheus.Counter
+	// duplicates counts retries answered without being stored again (dedup.go).
+	duplicates prometheus.Counter
 
 	callbacks   *prometheus.CounterVec   // vendor, command, phase, answer
 	callbackDur *prometheus.HistogramVec // vendor, phase, answer
@@ -58,9 +60,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "imbridge_tail_cutoffs_total",
 			Help: "Live tails (subscriptions without a group) cut off because they fell behind by more than --max-unacked-bytes.",
 		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imbridge_callback_duplicates_total",
+			Help: "Callbacks answered OK without being stored again: retries of callbacks this instance stored within --dedup-window (those the log itself dropped are not counted).",
+		}),
 		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imbridge_callbacks_total",
-			Help: "Callbacks answered, by vendor, command (other: one no IM server is known to send), phase and answer (ok, refused, failure_policy, bad_request, unauthenticated, forbidden, too_large, unavailable, error).",
+			Help: "Callbacks answered, by vendor, command (other: one no IM server is known to send), phase and answer (ok, duplicate, refused, failure_policy, bad_request, unauthenticated, forbidden, too_large, unavailable, error).",
 		}, []string{"vendor", "command", "phase", "answer"}),
 		callbackDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "imbridge_callback_duration_seconds",
@@ -125,7 +131,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{
-			m.rejected, m.tailCutoffs, m.callbacks, m.callbackDur, m.publishDur, m.recordSize,
+			m.rejected, m.tailCutoffs, m.duplicates, m.callbacks, m.callbackDur, m.publishDur, m.recordSize,
 			m.verdicts, m.deadlineMisses, m.verdictWait, m.subscribers, m.deliveries, m.redeliveries, m.acks, m.ackDur,
 			m.nacks, m.deadLetters,
 		} {

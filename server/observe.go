@@ -21,6 +21,7 @@ import (
 // How a callback was answered: the answer label of imbridge_callbacks_total and the access log's.
 const (
 	AnswerOK              = "ok"             // stored; for a callback that waited, every decider allowed
+	AnswerDuplicate       = "duplicate"      // OK: a retry of a callback stored already (dedup.go)
 	AnswerRefused         = "refused"        // a decider refused
 	AnswerFailurePolicy   = "failure_policy" // no decider connected, or not every one answered in time
 	AnswerBadRequest      = "bad_request"    // the request could not be read (400, 404, 405)

@@ -25,6 +25,8 @@ import (
 const (
 	DefaultAckWait     = 30 * time.Second
 	DefaultMaxInFlight = 256
+	// DefaultDedupWindow is Options.DedupWindow's default: JetStream's default duplicate window.
+	DefaultDedupWindow = 2 * time.Minute
 	// DefaultMaxDeliveries is a new group's Subscription.max_deliveries.
 	DefaultMaxDeliveries = 10
 	// MaxDeliveries bounds Subscription.max_deliveries.
@@ -70,6 +72,9 @@ type Options struct {
 	NoAccessLog bool
 	// Tracer traces callbacks and deliveries (trace.go). Nil: tracing is off.
 	Tracer trace.Tracer
+	// DedupWindow is how long this instance remembers a callback it stored, to answer a retry of it
+	// without storing it again (dedup.go). 0: DefaultDedupWindow; negative: off.
+	DedupWindow time.Duration
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -82,6 +87,7 @@ type Server struct {
 	verdicts  *verdictRouter
 	deciders  *deciders
 	committer *committer
+	dedup     *dedupTable // nil: off
 	metrics   *metrics
 	// maxEventBytes is the largest encoded event stored: one log message, one gRPC message.
 	maxEventBytes int
@@ -149,6 +155,9 @@ func New(opts Options) (*Server, error) {
 		maxEventBytes: int(min(opts.Log.MaxMessageBytes()-logHeaderRoom, MaxDeliveredEventBytes)),
 
 		groupMembers: map[string]int{},
+	}
+	if w := cmp.Or(opts.DedupWindow, DefaultDedupWindow); w > 0 {
+		s.dedup = newDedupTable(w)
 	}
 	s.committer = newCommitter(opts.Log, s.maxEventBytes)
 	s.committer.metrics = mets

@@ -42,6 +42,34 @@ type conn struct {
 	c   net.Conn
 	r   *bufio.Reader
 	due atomic.Int64 // open loop: when the request in flight was due, in ns since the run started
+	buf []byte       // the request being sent, stamped
+}
+
+// A request whose header holds opIDMark followed by opIDDigits zeros is sent with a number of its
+// own there (stamped), so that every request is a distinct callback: the bridge answers a repeated
+// operationID and body without storing it again (its dedup of IM retries), which would make every
+// request after the first a cheap duplicate.
+const (
+	opIDMark   = "operationID: bench-"
+	opIDDigits = 16
+)
+
+// opIDs numbers the stamped requests of this process.
+var opIDs atomic.Uint64
+
+// stamped returns req with the next operation number in it, if it has the mark.
+func (c *conn) stamped(req request) []byte {
+	at := bytes.Index(req, []byte(opIDMark))
+	if at < 0 {
+		return req
+	}
+	c.buf = append(c.buf[:0], req...)
+	n, p := opIDs.Add(1), at+len(opIDMark)
+	for k := opIDDigits - 1; k >= 0; k-- {
+		c.buf[p+k] = "0123456789abcdef"[n&15]
+		n >>= 4
+	}
+	return c.buf
 }
 
 func dial(addr string) (*conn, error) {
@@ -56,7 +84,7 @@ var errStatus = errors.New("non-200 answer")
 
 // do sends one request and reads the whole response.
 func (c *conn) do(req request) error {
-	if _, err := c.c.Write(req); err != nil {
+	if _, err := c.c.Write(c.stamped(req)); err != nil {
 		return err
 	}
 	return c.read()
@@ -251,7 +279,7 @@ func openLoop(ctx context.Context, cs []*conn, reqs []request, rate float64, dur
 		}
 		late = append(late, time.Since(due))
 		c.due.Store(int64(due.Sub(start)))
-		if _, err := c.c.Write(reqs[i%int64(len(reqs))]); err != nil {
+		if _, err := c.c.Write(c.stamped(reqs[i%int64(len(reqs))])); err != nil {
 			res.merge(&results{errs: 1, firstErr: err.Error()})
 		}
 	}

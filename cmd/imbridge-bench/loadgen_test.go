@@ -95,3 +95,20 @@ func TestSchedLatencyPercentile(t *testing.T) {
 		t.Errorf("p99 in the open last bucket = %v; want its lower bound 3ms", got)
 	}
 }
+
+// TestStamped: each request sent carries an operationID of its own, the rest byte for byte as built.
+func TestStamped(t *testing.T) {
+	req := buildRequest("h", "/openim/x", openimHeader, []byte(`{"a":1}`))
+	var c conn
+	first := string(c.stamped(req))
+	second := string(c.stamped(req))
+	if first == second || len(first) != len(req) || len(second) != len(req) {
+		t.Fatalf("stamped twice:\n%q\n%q", first, second)
+	}
+	if !strings.Contains(first, opIDMark) || strings.Contains(first, opIDMark+strings.Repeat("0", opIDDigits)) {
+		t.Errorf("stamped %q: want a number after %q", first, opIDMark)
+	}
+	if plain := buildRequest("h", "/tencent", nil, nil); string(c.stamped(plain)) != string(plain) {
+		t.Error("a request without the mark was changed")
+	}
+}

@@ -107,7 +107,8 @@ func afterRequests(addr string, a *benchAuth) []request {
 	return out
 }
 
-var openimHeader = map[string]string{"Content-Type": "application/json; charset=utf-8", "operationID": "bench"}
+// openimHeader is what OpenIM sends; each request gets an operationID of its own (conn.stamped).
+var openimHeader = map[string]string{"Content-Type": "application/json; charset=utf-8", "operationID": "bench-" + strings.Repeat("0", opIDDigits)}
 
 func run(cfg config) (*report, error) {
 	if _, err := os.Stat(cfg.Bridge); err != nil {

@@ -220,3 +220,19 @@ func TestMaxStreamsPerConn(t *testing.T) {
 		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS = %d (set: %v); want 7", v, ok)
 	}
 }
+
+func TestByteSizeFlag(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"0": 0, "1024": 1024, "512MiB": 512 << 20, "20GB": 20e9, "1 KiB": 1024, "7B": 7} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("%q: %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1XB", "GB", "99999999999TiB"} {
+		var b byteSize
+		if err := b.Set(in); err == nil {
+			t.Errorf("%q: %d; want an error", in, b)
+		}
+	}
+}

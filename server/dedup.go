@@ -1,0 +1,145 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"sync"
+	"time"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+// Dedup of IM retries. Tencent retries an after-callback that timed out when its console says so,
+// and a proxy in front of the bridge may retry any request. A retry must be answered like the first
+// and stored once. A callback is known by what its IM server gives it: Tencent's RequestID, OpenIM's
+// operationID, with the command and the body (SHA-256), so that the several callbacks of one OpenIM
+// operation stay apart. A callback without one is never taken for another: two real events may have
+// the same body.
+//
+// Two layers, because group commit stores callbacks that arrive together as one record and
+// JetStream deduplicates whole messages:
+//   - this instance remembers the callbacks it stored or is storing (dedupTable), for the window or
+//     its newest maxDedupEntries, whichever is shorter: a retry while the first is being stored waits
+//     for it, one after gets OK at once;
+//   - a callback stored as a record of its own carries its key as the Nats-Msg-Id, so the log itself
+//     drops a retry that reaches another instance within the stream's duplicate window (the same
+//     setting). A retry of a callback that shared a record, reaching another instance, is stored
+//     twice: subscribers see two events with the same Event.metadata and body.
+//
+// Before-callbacks are not deduplicated: Tencent never retries them, and a retried one is decided
+// again rather than answered with a verdict another instance holds.
+const maxDedupEntries = 1 << 18
+
+// dedupKey identifies a callback, if its IM server says which one it is.
+func dedupKey(ev *pb.Event) (string, bool) {
+	id := ev.GetMetadata().GetRequestId()
+	if ev.Source == pb.Source_SOURCE_OPENIM {
+		id = ev.GetMetadata().GetOperationId()
+	}
+	if id == "" {
+		return "", false
+	}
+	h := sha256.New()
+	h.Write([]byte{byte(ev.Source)})
+	h.Write([]byte(ev.Command))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	h.Write([]byte{0})
+	h.Write(ev.RawBody)
+	var sum [sha256.Size]byte
+	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])), true
+}
+
+// dedupTable is what this instance remembers of the callbacks it stored.
+type dedupTable struct {
+	window time.Duration
+
+	mu      sync.Mutex
+	entries map[string]*dedupEntry // guarded by mu
+	order   []dedupAt              // entries by time, oldest first (a queue); guarded by mu
+}
+
+type dedupEntry struct {
+	done   chan struct{} // closed once stored, or once the store failed
+	stored bool          // set before done is closed
+}
+
+type dedupAt struct {
+	key string
+	at  time.Time
+}
+
+func newDedupTable(window time.Duration) *dedupTable {
+	return &dedupTable{window: window, entries: map[string]*dedupEntry{}}
+}
+
+// begin claims key for a callback about to be stored. It returns first when the caller is to store
+// it (and then call end), or the entry of the callback stored before, or being stored, under key.
+func (d *dedupTable) begin(key string, now time.Time) (e *dedupEntry, first bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.expire(now)
+	if e := d.entries[key]; e != nil {
+		return e, false
+	}
+	e = &dedupEntry{done: make(chan struct{})}
+	d.entries[key] = e
+	d.order = append(d.order, dedupAt{key: key, at: now})
+	return e, true
+}
+
+// end settles the entry begin made: a callback stored is remembered, one that was not is forgotten
+// (a retry stores it).
+func (d *dedupTable) end(key string, e *dedupEntry, stored bool) {
+	if !stored {
+		d.mu.Lock()
+		if d.entries[key] == e {
+			delete(d.entries, key)
+		}
+		d.mu.Unlock()
+	}
+	e.stored = stored
+	close(e.done)
+}
+
+// expire forgets entries past the window, and the oldest past maxDedupEntries.
+func (d *dedupTable) expire(now time.Time) {
+	n := 0
+	for n < len(d.order) && (now.Sub(d.order[n].at) > d.window || len(d.order)-n >= maxDedupEntries) {
+		k := d.order[n]
+		e := d.entries[k.key]
+		if e != nil && !isClosed(e.done) {
+			break // still being stored (for milliseconds): it and those after it stay for now
+		}
+		delete(d.entries, k.key)
+		n++
+	}
+	if n > 0 {
+		clear(d.order[:n])
+		d.order = d.order[n:]
+		if cap(d.order) > 1024 && len(d.order) < cap(d.order)/4 {
+			d.order = append([]dedupAt(nil), d.order...)
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the callback stored under e: true once it is stored, false if its store failed
+// (the caller then stores its own) or ctx ended.
+func (e *dedupEntry) wait(ctx context.Context) bool {
+	select {
+	case <-e.done:
+		return e.stored
+	case <-ctx.Done():
+		return false
+	}
+}
