@@ -10,7 +10,7 @@ GRPC_GATEWAY_VERSION       := v2.32.0
 
 BIN := bin/imbridge
 
-.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy
+.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy check-disk-full
 
 all: build
 
@@ -56,6 +56,11 @@ docker:
 ## passes its own healthcheck; the manifests parse (also in make test).
 check-deploy:
 	IMBRIDGE_DEPLOY_CHECK=1 go test -count=1 -run 'TestDeployBuild|TestDeployManifests' -v ./cmd/imbridge
+
+## check-disk-full: the bridge on a small tmpfs that fills up (503s, /readyz) and recovers when space
+## returns (needs unshare: user and mount namespaces; skipped where they are not allowed).
+check-disk-full:
+	IMBRIDGE_DISKFULL_CHECK=1 go test -count=1 -run 'TestDiskFull' -v ./cmd/imbridge
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2

@@ -66,6 +66,9 @@ type Log struct {
 	// dead and redelivery are the stores beside the stream (deadletters.go).
 	dead       jetstream.Stream
 	redelivery jetstream.KeyValue
+	room       room               // room.go
+	storeDir   string             // the embedded server's, absolute
+	stopWatch  context.CancelFunc // ends the embedded server's watchdog (room.go); nil with an external one
 }
 
 // Open starts (or connects to) the NATS server and makes sure the stream exists with the configured
@@ -110,12 +113,17 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 			return nil, err
 		}
 		l.lock = lock
-		ns, err := startEmbedded(opts)
+		dir, err := filepath.Abs(opts.DataDir)
+		if err != nil {
+			l.unlock()
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		ns, err := startEmbedded(dir, opts)
 		if err != nil {
 			l.unlock()
 			return nil, err
 		}
-		l.ns = ns
+		l.ns, l.storeDir = ns, dir
 		connOpts = append(connOpts, nats.InProcessServer(ns))
 	} else {
 		connOpts = append(connOpts, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
@@ -172,6 +180,11 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		l.shutdownServer()
 		return nil, err
 	}
+	if l.ns != nil {
+		var watchCtx context.Context
+		watchCtx, l.stopWatch = context.WithCancel(context.Background())
+		go l.watch(watchCtx)
+	}
 	info := l.stream.CachedInfo()
 	where := []any{"nats", nc.ConnectedUrlRedacted()}
 	if l.ns != nil {
@@ -191,11 +204,7 @@ func orUnlimited(n int64) int64 {
 	return n
 }
 
-func startEmbedded(opts Options) (*natsserver.Server, error) {
-	dir, err := filepath.Abs(opts.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
+func startEmbedded(dir string, opts Options) (*natsserver.Server, error) {
 	ns, err := natsserver.NewServer(&natsserver.Options{
 		ServerName:             "imbridge-embedded",
 		MaxPayload:             EmbeddedMaxPayload,
@@ -221,13 +230,17 @@ func startEmbedded(opts Options) (*natsserver.Server, error) {
 // Publish stores one message and returns its stream sequence once the log has acknowledged it:
 // from then on the message survives a crash of this process.
 func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
+	if err := l.refuse(); err != nil {
+		return 0, err
+	}
 	ack, err := l.js.PublishMsg(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			return 0, ErrClosed
 		}
-		return 0, fmt.Errorf("publish %s: %w", msg.Subject, err)
+		return 0, fmt.Errorf("publish %s: %w", msg.Subject, l.noteWrite(err))
 	}
+	l.noteWrite(nil)
 	return ack.Sequence, nil
 }
 
@@ -259,11 +272,14 @@ func (l *Log) Ready(ctx context.Context) error {
 	if _, err := l.stream.Info(ctx); err != nil {
 		return fmt.Errorf("stream info: %w", err)
 	}
-	return nil
+	return l.roomError(ctx)
 }
 
 // Close flushes and closes the connection, then stops the embedded server, within ctx.
 func (l *Log) Close(ctx context.Context) error {
+	if l.stopWatch != nil {
+		l.stopWatch()
+	}
 	l.closeConn()
 	if l.ns == nil {
 		return nil

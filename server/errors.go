@@ -11,6 +11,9 @@ var errMissingCommand = status.Error(codes.InvalidArgument, "missing callback co
 // NATS error naming subjects and connections) is the operator's business and goes to the log.
 var errLogUnavailable = status.Error(codes.Unavailable, "event log unavailable: the callback was not stored, try again")
 
+// errLogFull is errLogUnavailable when the log has no room (eventlog.ErrFull).
+var errLogFull = status.Error(codes.Unavailable, "event log full: the callback was not stored, try again later")
+
 // MaxCommandBytes bounds a command name. Real ones are under 60 bytes; the name becomes a token of a
 // NATS subject, and a subject longer than NATS's control line would break the connection to the log.
 const MaxCommandBytes = 128

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/imbridge/imbridge/eventlog"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bufpool"
 )
@@ -85,6 +87,9 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	endSpan(span, err)
 	if err != nil {
 		s.logger.Warn("event not stored", "event", ev.Id, "command", ev.Command, "subject", msg.Subject, "err", err)
+		if errors.Is(err, eventlog.ErrFull) {
+			return nil, errLogFull
+		}
 		return nil, errLogUnavailable
 	}
 	switch {

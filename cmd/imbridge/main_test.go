@@ -89,7 +89,13 @@ func startServe(t *testing.T, dataDir string, args ...string) *process {
 func startBinary(t *testing.T, bin, dataDir string, args ...string) *process {
 	t.Helper()
 	args = append([]string{"serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dataDir}, args...)
-	cmd := exec.Command(bin, args...)
+	return startProcess(t, exec.Command(bin, args...))
+}
+
+// startProcess starts cmd, a command that runs `imbridge serve` with its standard error, and waits
+// until the bridge listens.
+func startProcess(t *testing.T, cmd *exec.Cmd) *process {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
