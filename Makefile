@@ -10,7 +10,7 @@ GRPC_GATEWAY_VERSION       := v2.32.0
 
 BIN := bin/imbridge
 
-.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy check-disk-full
+.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy check-disk-full soak
 
 all: build
 
@@ -61,6 +61,12 @@ check-deploy:
 ## returns (needs unshare: user and mount namespaces; skipped where they are not allowed).
 check-disk-full:
 	IMBRIDGE_DISKFULL_CHECK=1 go test -count=1 -run 'TestDiskFull' -v ./cmd/imbridge
+
+## soak: posters, three groups whose members ack, nack, crash and reconnect, and two SIGKILLs of the
+## bridge; every callback answered OK must reach every group or its dead letters
+## (IMBRIDGE_SOAK_DURATION=3m by default).
+soak:
+	IMBRIDGE_SOAK=1 go test -count=1 -run 'TestSoak' -v -timeout 20m ./cmd/imbridge
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2

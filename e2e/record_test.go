@@ -61,6 +61,9 @@ func TestMultiEventRecord(t *testing.T) {
 	}
 	first.Ack("e1")
 	first.Ack("e2")
+	bridgetest.WaitFor(t, "2 acks taken", func() bool {
+		return metricWith(t, b, "imbridge_acks_total", map[string]string{"group": "all"}) == 2
+	})
 	second := b.Subscribe(t, &pb.Subscription{Group: "all"})
 	first.Cancel() // leaves with e3 unacked: the record goes back, e1 and e2 written down as acked
 	if ev := second.Next(); ev.Id != "e3" {

@@ -45,7 +45,7 @@ func (l *Log) openStores(ctx context.Context, replicas int) error {
 		Replicas:    replicas,
 		// A dead letter is written with a message id (group, record, event): one the bridge writes
 		// twice, having crashed between writing it and letting go of the record, is stored once.
-		Duplicates: 10 * time.Minute,
+		Duplicates: min(10*time.Minute, l.opts.MaxAge), // JetStream takes no window longer than MaxAge
 	}
 	var err error
 	if l.ns != nil {
@@ -79,6 +79,17 @@ func (l *Log) openStores(ctx context.Context, replicas int) error {
 		return fmt.Errorf("redelivery bucket %s: %w", kv.Bucket, err)
 	}
 	return nil
+}
+
+// ForgetGroup removes a group's redelivery entries: after the group is deleted or moved, what it did
+// with a record before means nothing.
+func (l *Log) ForgetGroup(ctx context.Context, group string) error {
+	bucket := RedeliveryBucket(l.opts.Stream)
+	s, err := l.js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return err
+	}
+	return s.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+group+".>"))
 }
 
 // DeadLetters is the dead-letter stream.

@@ -4,6 +4,7 @@
 package eventlog
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,7 +47,7 @@ type Options struct {
 	// MaxBytes caps the stream size; the oldest events are dropped past it. 0: no cap.
 	MaxBytes int64
 	// DuplicateWindow is how long the stream remembers a message id (Nats-Msg-Id) to drop a
-	// message written again with it. 0: JetStream's default, 2 minutes.
+	// message written again with it. 0: JetStream's default, 2 minutes. At most MaxAge.
 	DuplicateWindow time.Duration
 	// SyncAlways makes the embedded server fsync every write before acknowledging it, so an event
 	// survives power loss, not only a crash of this process. Slower.
@@ -149,7 +150,7 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    orUnlimited(opts.MaxBytes),
-		Duplicates:  opts.DuplicateWindow,
+		Duplicates:  min(cmp.Or(opts.DuplicateWindow, 2*time.Minute), opts.MaxAge), // at most MaxAge, as JetStream requires
 		Replicas:    1,
 	}
 	if l.ns != nil {

@@ -67,6 +67,9 @@ func (a adminService) DeleteGroup(ctx context.Context, req *pb.DeleteGroupReques
 		return nil, logError(err)
 	}
 	a.s.metrics.forgetGroup(req.GetName())
+	if err := a.s.log.ForgetGroup(ctx, req.GetName()); err != nil {
+		a.s.logger.Warn("redelivery entries of a deleted group not removed (they expire with the events)", "group", req.GetName(), "err", err)
+	}
 	a.s.logger.Info("consumer group deleted", "group", req.GetName(), "by", principalName(ctx))
 	return &pb.DeleteGroupResponse{}, nil
 }
@@ -105,6 +108,11 @@ func (a adminService) ResetGroup(ctx context.Context, req *pb.ResetGroupRequest)
 		return nil, status.Error(codes.InvalidArgument, "to: give a sequence, a time or new")
 	}
 	if _, err := js.ResetConsumerToSequence(ctx, name, req.GetName(), seq); err != nil {
+		return nil, logError(err)
+	}
+	// What the group acked of a record before the move must not make it skip that record's events
+	// when it gets them again.
+	if err := a.s.log.ForgetGroup(ctx, req.GetName()); err != nil {
 		return nil, logError(err)
 	}
 	a.s.logger.Info("consumer group reset", "group", req.GetName(), "sequence", seq, "by", principalName(ctx))

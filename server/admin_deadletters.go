@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,12 +73,15 @@ func (a adminService) GetDeadLetter(ctx context.Context, req *pb.GetDeadLetterRe
 	if err != nil {
 		return nil, err
 	}
+	// The caller may see the letters of the groups it manages only: checked before anything of the
+	// letter is read.
+	group, _ := strings.CutPrefix(m.Subject, eventlog.DeadLetterPrefix+".")
+	if err := auth.AllowGroupAdmin(ctx, group); err != nil {
+		return nil, err
+	}
 	dl, err := a.readDeadLetter(m, true)
 	if err != nil {
 		return nil, status.Errorf(codes.DataLoss, "%v", err)
-	}
-	if err := auth.AllowGroupAdmin(ctx, dl.Group); err != nil {
-		return nil, err
 	}
 	return dl, nil
 }
@@ -114,6 +118,10 @@ func (a adminService) RedriveDeadLetters(ctx context.Context, req *pb.RedriveDea
 	if out.Redriven > 0 {
 		a.s.logger.Info("dead letters redriven", "group", group, "events", out.Redriven, "by", principalName(ctx))
 	}
+	if err != nil && out.Redriven > 0 {
+		st := status.Convert(err)
+		return nil, status.Errorf(st.Code(), "%d redriven, then: %s", out.Redriven, st.Message())
+	}
 	return out, err
 }
 
@@ -137,6 +145,10 @@ func (a adminService) PurgeDeadLetters(ctx context.Context, req *pb.PurgeDeadLet
 	}
 	if out.Purged > 0 {
 		a.s.logger.Info("dead letters purged", "group", group, "events", out.Purged, "by", principalName(ctx))
+	}
+	if err != nil && out.Purged > 0 {
+		st := status.Convert(err)
+		return nil, status.Errorf(st.Code(), "%d purged, then: %s", out.Purged, st.Message())
 	}
 	return out, err
 }

@@ -41,42 +41,52 @@ const (
 	deadLetterTimeout = 10 * time.Second
 )
 
-// giveUp dead-letters the events of a record delivered more than max_deliveries times that the group
-// still owes: those this member holds of it, or, if it holds none, those not acked before (st).
-func (m *member) giveUp(msg *nats.Msg, md *nats.MsgMetadata, evs []outgoing, st recordState, kept bool) {
-	seq := md.Sequence.Stream
-	// This delivery, the one past max_deliveries, never reaches a subscriber.
-	deliveries := md.NumDelivered - 1
-	reason := st.Reason
-	owed := make([]outgoing, 0, len(evs))
-	m.mu.Lock()
-	if rec := m.records[seq]; rec != nil {
-		for i, ev := range evs {
-			if j, ok := rec.unacked[ev.id]; ok && j == i {
-				owed = append(owed, ev)
-				delete(m.pending, ev.id)
-			}
-		}
-		delete(m.records, seq)
-		m.heldBytes -= rec.size
-		reason, kept = rec.reason, rec.kept
-	} else {
+// owed takes out of the member's hold the events of a record delivered past max_deliveries that the
+// group still owes: those this member holds of it (rec), or if it holds none, those not acked before
+// (st). It returns them with the last nack's reason and whether a redelivery entry exists. m.mu is
+// held.
+func (m *member) owed(rec *record, evs []outgoing, st recordState, kept bool) (owed []outgoing, reason string, _ bool) {
+	owed = make([]outgoing, 0, len(evs))
+	if rec == nil {
 		for _, ev := range evs {
 			if !kept || !slices.Contains(st.Acked, ev.id) {
 				owed = append(owed, ev)
 			}
 		}
+		return owed, st.Reason, kept
 	}
-	m.mu.Unlock()
+	for i, ev := range evs {
+		if j, ok := rec.unacked[ev.id]; ok && j == i {
+			owed = append(owed, ev)
+			delete(m.pending, ev.id)
+		}
+	}
+	delete(m.records, rec.seq)
+	m.heldBytes -= rec.size
 	select {
 	case m.freed <- struct{}{}:
 	default:
 	}
+	return owed, rec.reason, rec.kept
+}
+
+// giveUp dead-letters the owed events of a record delivered past max_deliveries (held: the record as
+// this member held it, or nil) and terminates the record for the group. Should the dead letters not
+// be written, the record is tried again later, what the group acked of it written down first.
+func (m *member) giveUp(msg *nats.Msg, md *nats.MsgMetadata, owed []outgoing, held *record, reason string, kept bool) {
+	seq := md.Sequence.Stream
+	// This delivery, the one past max_deliveries, never reaches a subscriber.
+	deliveries := md.NumDelivered - 1
 	if reason == "" {
-		reason = fmt.Sprintf("delivered %d times without an ack (its ack wait of %v passed, or its member left)", deliveries, m.ackWait)
+		reason = fmt.Sprintf("the log delivered it %d times without an ack (its ack wait of %v passed, or its member left or was handed it as it left)", deliveries, m.ackWait)
 	}
 	if err := m.s.deadLetter(m.sub.Group, msg.Subject, md, deliveries, owed, reason); err != nil {
 		m.s.logger.Error("dead letters not written: the record is tried again", "group", m.sub.Group, "seq", seq, "err", err)
+		if held != nil && held.changed {
+			if err := m.s.keepState(m.sub.Group, seq, recordState{Acked: held.acked, Reason: held.reason}); err != nil {
+				m.s.logger.Warn("redelivery entry not written: the record comes back whole", "group", m.sub.Group, "seq", seq, "err", err)
+			}
+		}
 		_ = msg.NakWithDelay(deadLetterRetry)
 		return
 	}

@@ -20,8 +20,8 @@ import (
 // Two layers, because group commit stores callbacks that arrive together as one record and
 // JetStream deduplicates whole messages:
 //   - this instance remembers the callbacks it stored or is storing (dedupTable), for the window or
-//     its newest maxDedupEntries, whichever is shorter: a retry while the first is being stored waits
-//     for it, one after gets OK at once;
+//     its newest maxDedupEntries, whichever is shorter (about 60 bytes each): a retry while the first
+//     is being stored waits for it, one after gets OK at once;
 //   - a callback stored as a record of its own carries its key as the Nats-Msg-Id, so the log itself
 //     drops a retry that reaches another instance within the stream's duplicate window (the same
 //     setting). A retry of a callback that shared a record, reaching another instance, is stored
@@ -29,16 +29,22 @@ import (
 //
 // Before-callbacks are not deduplicated: Tencent never retries them, and a retried one is decided
 // again rather than answered with a verdict another instance holds.
-const maxDedupEntries = 1 << 18
+const maxDedupEntries = 1 << 17
 
-// dedupKey identifies a callback, if its IM server says which one it is.
-func dedupKey(ev *pb.Event) (string, bool) {
+// dedupKey identifies a callback, if its IM server says which one it is: 128 bits of SHA-256.
+type dedupKey [16]byte
+
+// String is the key as the log's message id.
+func (k dedupKey) String() string { return base64.RawURLEncoding.EncodeToString(k[:]) }
+
+// dedupKeyOf identifies ev, if its IM server says which callback it is.
+func dedupKeyOf(ev *pb.Event) (dedupKey, bool) {
 	id := ev.GetMetadata().GetRequestId()
 	if ev.Source == pb.Source_SOURCE_OPENIM {
 		id = ev.GetMetadata().GetOperationId()
 	}
 	if id == "" {
-		return "", false
+		return dedupKey{}, false
 	}
 	h := sha256.New()
 	h.Write([]byte{byte(ev.Source)})
@@ -48,88 +54,86 @@ func dedupKey(ev *pb.Event) (string, bool) {
 	h.Write([]byte{0})
 	h.Write(ev.RawBody)
 	var sum [sha256.Size]byte
-	return base64.RawURLEncoding.EncodeToString(h.Sum(sum[:0])), true
+	var k dedupKey
+	copy(k[:], h.Sum(sum[:0]))
+	return k, true
 }
 
-// dedupTable is what this instance remembers of the callbacks it stored.
+// dedupTable is what this instance remembers of the callbacks it stored, and is storing.
 type dedupTable struct {
 	window time.Duration
 
-	mu      sync.Mutex
-	entries map[string]*dedupEntry // guarded by mu
-	order   []dedupAt              // entries by time, oldest first (a queue); guarded by mu
+	mu       sync.Mutex
+	inflight map[dedupKey]*dedupEntry // being stored; guarded by mu
+	stored   map[dedupKey]struct{}    // stored within the window; guarded by mu
+	order    []dedupAt                // stored, oldest first (a queue); guarded by mu
 }
 
+// dedupEntry is a callback being stored.
 type dedupEntry struct {
 	done   chan struct{} // closed once stored, or once the store failed
 	stored bool          // set before done is closed
 }
 
 type dedupAt struct {
-	key string
+	key dedupKey
 	at  time.Time
 }
 
+// storedEntry is what begin returns for a callback stored already.
+var storedEntry = func() *dedupEntry {
+	e := &dedupEntry{done: make(chan struct{}), stored: true}
+	close(e.done)
+	return e
+}()
+
 func newDedupTable(window time.Duration) *dedupTable {
-	return &dedupTable{window: window, entries: map[string]*dedupEntry{}}
+	return &dedupTable{window: window, inflight: map[dedupKey]*dedupEntry{}, stored: map[dedupKey]struct{}{}}
 }
 
 // begin claims key for a callback about to be stored. It returns first when the caller is to store
-// it (and then call end), or the entry of the callback stored before, or being stored, under key.
-func (d *dedupTable) begin(key string, now time.Time) (e *dedupEntry, first bool) {
+// it (and then call end), or else the entry of the callback stored before, or being stored, under key.
+func (d *dedupTable) begin(key dedupKey, now time.Time) (e *dedupEntry, first bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expire(now)
-	if e := d.entries[key]; e != nil {
+	if _, ok := d.stored[key]; ok {
+		return storedEntry, false
+	}
+	if e := d.inflight[key]; e != nil {
 		return e, false
 	}
 	e = &dedupEntry{done: make(chan struct{})}
-	d.entries[key] = e
-	d.order = append(d.order, dedupAt{key: key, at: now})
+	d.inflight[key] = e
 	return e, true
 }
 
 // end settles the entry begin made: a callback stored is remembered, one that was not is forgotten
 // (a retry stores it).
-func (d *dedupTable) end(key string, e *dedupEntry, stored bool) {
-	if !stored {
-		d.mu.Lock()
-		if d.entries[key] == e {
-			delete(d.entries, key)
-		}
-		d.mu.Unlock()
+func (d *dedupTable) end(key dedupKey, e *dedupEntry, stored bool, now time.Time) {
+	d.mu.Lock()
+	delete(d.inflight, key)
+	if stored {
+		d.stored[key] = struct{}{}
+		d.order = append(d.order, dedupAt{key: key, at: now})
 	}
+	d.mu.Unlock()
 	e.stored = stored
 	close(e.done)
 }
 
-// expire forgets entries past the window, and the oldest past maxDedupEntries.
+// expire forgets what was stored before the window, and the oldest past maxDedupEntries.
 func (d *dedupTable) expire(now time.Time) {
 	n := 0
-	for n < len(d.order) && (now.Sub(d.order[n].at) > d.window || len(d.order)-n >= maxDedupEntries) {
-		k := d.order[n]
-		e := d.entries[k.key]
-		if e != nil && !isClosed(e.done) {
-			break // still being stored (for milliseconds): it and those after it stay for now
-		}
-		delete(d.entries, k.key)
+	for n < len(d.order) && (now.Sub(d.order[n].at) > d.window || len(d.order)-n > maxDedupEntries) {
+		delete(d.stored, d.order[n].key)
 		n++
 	}
 	if n > 0 {
-		clear(d.order[:n])
 		d.order = d.order[n:]
 		if cap(d.order) > 1024 && len(d.order) < cap(d.order)/4 {
 			d.order = append([]dedupAt(nil), d.order...)
 		}
-	}
-}
-
-func isClosed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }
 

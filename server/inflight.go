@@ -69,21 +69,34 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		term(msg, "imbridge: unreadable record")
 		return nil
 	}
-	// Only this goroutine adds records: one not held now is not held below either.
 	m.mu.Lock()
 	m.recordSize = 0.8*m.recordSize + 0.2*float64(max(len(evs), 1))
 	rec := m.records[seq]
 	m.mu.Unlock()
+	// The redelivery entry is read without the lock. Only this goroutine adds records, but the
+	// receive goroutine may let go of the one held meanwhile (it was settled): then look again, the
+	// record not held any more and its entry, if one was just written, read.
 	var st recordState
 	kept := false
-	if rec == nil && delivered > 1 {
-		st, kept = m.s.loadState(m.sub.Group, seq)
+	for {
+		if rec == nil && delivered > 1 {
+			st, kept = m.s.loadState(m.sub.Group, seq)
+		}
+		m.mu.Lock()
+		if now := m.records[seq]; now != rec {
+			rec = now
+			m.mu.Unlock()
+			continue
+		}
+		break
 	}
+	// m.mu is held.
 	if delivered > uint64(m.maxDeliveries) {
-		m.giveUp(msg, md, evs, st, kept)
+		owed, reason, kept := m.owed(rec, evs, st, kept)
+		m.mu.Unlock()
+		m.giveUp(msg, md, owed, rec, reason, kept)
 		return nil
 	}
-	m.mu.Lock()
 	if rec == nil {
 		rec = &record{seq: seq, unacked: make(map[string]int, len(evs)), acked: st.Acked, reason: st.Reason, kept: kept}
 		for i, ev := range evs {

@@ -36,20 +36,21 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		groups = s.deciders.matching(ev)
 	}
 	var dup *dedupEntry // this callback's claim on its dedup key, settled on the way out
-	var dupKey string
+	var dupKey dedupKey
+	var msgID string // the record's message id, if it holds this event alone
 	stored := false
 	defer func() {
 		if dup != nil {
-			s.dedup.end(dupKey, dup, stored)
+			s.dedup.end(dupKey, dup, stored, time.Now())
 		}
 	}()
 	if s.dedup != nil && !pol.waits(ev.Phase) {
-		if key, ok := dedupKey(ev); ok {
+		if key, ok := dedupKeyOf(ev); ok {
 			for dup == nil {
 				e, first := s.dedup.begin(key, time.Now())
 				switch {
 				case first:
-					dup, dupKey = e, key
+					dup, dupKey, msgID = e, key, key.String()
 				case e.wait(ctx):
 					s.metrics.duplicates.Inc()
 					o.noteAnswer(AnswerDuplicate, "a retry of a callback stored already: not stored again", s.tracer != nil)
@@ -82,7 +83,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
 	span := s.startSpan(ctx, "imbridge.publish", attribute.String("messaging.destination.name", msg.Subject))
-	err = s.committer.store(ctx, msg, dupKey)
+	err = s.committer.store(ctx, msg, msgID)
 	stored = err == nil
 	endSpan(span, err)
 	if err != nil {

@@ -34,6 +34,9 @@ const (
 	maxStateIDs    = 2 * maxRecordEvents
 	maxStateIDLen  = 256
 	maxReasonBytes = 1024
+	// maxStateBytes is more than the largest entry the bridge writes (JSON of maxStateIDs ids and a
+	// reason, with every byte escaped).
+	maxStateBytes = 6 * (maxStateIDs*maxStateIDLen + maxReasonBytes)
 )
 
 // stateTimeout bounds one read or write of the redelivery bucket. They run when a member lets go
@@ -46,6 +49,9 @@ func stateKey(group string, seq uint64) string {
 
 // parseRecordState reads a redelivery entry back.
 func parseRecordState(b []byte) (recordState, error) {
+	if len(b) > maxStateBytes {
+		return recordState{}, fmt.Errorf("redelivery entry of %d bytes, at most %d", len(b), maxStateBytes)
+	}
 	var st recordState
 	if err := json.Unmarshal(b, &st); err != nil {
 		return recordState{}, fmt.Errorf("redelivery entry: %w", err)

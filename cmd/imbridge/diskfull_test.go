@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bridgetest"
@@ -145,7 +146,11 @@ func testDiskFull(t *testing.T, when string) {
 	for _, op := range stored {
 		want[op] = true
 	}
+	deadline := time.Now().Add(bridgetest.Timeout)
 	for len(want) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callbacks answered OK not delivered, e.g. %v", len(want), want)
+		}
 		resp, err := audit.Recv()
 		if err != nil {
 			audit = subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "audit", MaxInFlight: 1000})

@@ -58,6 +58,9 @@ func dlq(ctx context.Context, args []string, out io.Writer) error {
 		if len(seqs) > 0 {
 			return errors.New("dlq list: takes no sequences (--after pages)")
 		}
+		if *limit > 1000 {
+			return fmt.Errorf("dlq list: --limit %d: at most 1000", *limit)
+		}
 	default:
 		return fmt.Errorf("dlq %s: %w; want %s", verb, flag.ErrHelp, dlqUsage)
 	}

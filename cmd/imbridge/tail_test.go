@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -88,7 +89,8 @@ func TestTailResumesOnAnotherInstance(t *testing.T) {
 		}
 	}
 	cancel()
-	if err := <-done; err != nil {
+	r.Close() // a tail blocked writing a line (one more than expected) returns
+	if err := <-done; err != nil && !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(notes.String(), "subscribing again") {
