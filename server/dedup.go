@@ -59,20 +59,18 @@ func dedupKeyOf(ev *pb.Event) (dedupKey, bool) {
 	return k, true
 }
 
-// dedupTable is what this instance remembers of the callbacks it stored, and is storing.
+// dedupTable is what this instance remembers of the callbacks it stored, and is storing. It
+// allocates nothing per callback besides its map entries: a retry that arrives while the first is
+// being stored (rare) waits on a condition variable.
 type dedupTable struct {
 	window time.Duration
 
 	mu       sync.Mutex
-	inflight map[dedupKey]*dedupEntry // being stored; guarded by mu
-	stored   map[dedupKey]struct{}    // stored within the window; guarded by mu
-	order    []dedupAt                // stored, oldest first (a queue); guarded by mu
-}
-
-// dedupEntry is a callback being stored.
-type dedupEntry struct {
-	done   chan struct{} // closed once stored, or once the store failed
-	stored bool          // set before done is closed
+	cond     *sync.Cond            // broadcast when a store ends and a retry waits; L is &mu
+	waiting  int                   // retries waiting on cond; guarded by mu
+	inflight map[dedupKey]struct{} // being stored; guarded by mu
+	stored   map[dedupKey]struct{} // stored within the window; guarded by mu
+	order    []dedupAt             // stored, oldest first (a queue); guarded by mu
 }
 
 type dedupAt struct {
@@ -80,46 +78,62 @@ type dedupAt struct {
 	at  time.Time
 }
 
-// storedEntry is what begin returns for a callback stored already.
-var storedEntry = func() *dedupEntry {
-	e := &dedupEntry{done: make(chan struct{}), stored: true}
-	close(e.done)
-	return e
-}()
-
 func newDedupTable(window time.Duration) *dedupTable {
-	return &dedupTable{window: window, inflight: map[dedupKey]*dedupEntry{}, stored: map[dedupKey]struct{}{}}
+	d := &dedupTable{window: window, inflight: map[dedupKey]struct{}{}, stored: map[dedupKey]struct{}{}}
+	d.cond = sync.NewCond(&d.mu)
+	return d
 }
 
-// begin claims key for a callback about to be stored. It returns first when the caller is to store
-// it (and then call end), or else the entry of the callback stored before, or being stored, under key.
-func (d *dedupTable) begin(key dedupKey, now time.Time) (e *dedupEntry, first bool) {
+// claim decides what to do with a callback under key: store it (first: the caller then calls end),
+// or not, as one stored already (stored). A callback under key being stored is waited for; if its
+// store fails, the caller stores its own. Neither, when ctx ends first.
+func (d *dedupTable) claim(ctx context.Context, key dedupKey, now time.Time) (first, stored bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.expire(now)
-	if _, ok := d.stored[key]; ok {
-		return storedEntry, false
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		if _, ok := d.stored[key]; ok {
+			return false, true
+		}
+		if _, ok := d.inflight[key]; !ok {
+			d.inflight[key] = struct{}{}
+			return true, false
+		}
+		if ctx.Err() != nil {
+			return false, false
+		}
+		if stop == nil {
+			stop = context.AfterFunc(ctx, func() {
+				d.mu.Lock()
+				d.cond.Broadcast()
+				d.mu.Unlock()
+			})
+		}
+		d.waiting++
+		d.cond.Wait()
+		d.waiting--
 	}
-	if e := d.inflight[key]; e != nil {
-		return e, false
-	}
-	e = &dedupEntry{done: make(chan struct{})}
-	d.inflight[key] = e
-	return e, true
 }
 
-// end settles the entry begin made: a callback stored is remembered, one that was not is forgotten
-// (a retry stores it).
-func (d *dedupTable) end(key dedupKey, e *dedupEntry, stored bool, now time.Time) {
+// end settles a claim: a callback stored is remembered, one that was not is forgotten (a retry
+// stores it).
+func (d *dedupTable) end(key dedupKey, stored bool, now time.Time) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	delete(d.inflight, key)
 	if stored {
 		d.stored[key] = struct{}{}
 		d.order = append(d.order, dedupAt{key: key, at: now})
 	}
-	d.mu.Unlock()
-	e.stored = stored
-	close(e.done)
+	if d.waiting > 0 {
+		d.cond.Broadcast()
+	}
 }
 
 // expire forgets what was stored before the window, and the oldest past maxDedupEntries.
@@ -134,16 +148,5 @@ func (d *dedupTable) expire(now time.Time) {
 		if cap(d.order) > 1024 && len(d.order) < cap(d.order)/4 {
 			d.order = append([]dedupAt(nil), d.order...)
 		}
-	}
-}
-
-// wait waits for the callback stored under e: true once it is stored, false if its store failed
-// (the caller then stores its own) or ctx ended.
-func (e *dedupEntry) wait(ctx context.Context) bool {
-	select {
-	case <-e.done:
-		return e.stored
-	case <-ctx.Done():
-		return false
 	}
 }

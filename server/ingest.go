@@ -35,29 +35,27 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	if pol.waits(ev.Phase) {
 		groups = s.deciders.matching(ev)
 	}
-	var dup *dedupEntry // this callback's claim on its dedup key, settled on the way out
+	claimed := false // this callback's claim on its dedup key, settled on the way out
 	var dupKey dedupKey
 	var msgID string // the record's message id, if it holds this event alone
 	stored := false
 	defer func() {
-		if dup != nil {
-			s.dedup.end(dupKey, dup, stored, time.Now())
+		if claimed {
+			s.dedup.end(dupKey, stored, time.Now())
 		}
 	}()
 	if s.dedup != nil && !pol.waits(ev.Phase) {
 		if key, ok := dedupKeyOf(ev); ok {
-			for dup == nil {
-				e, first := s.dedup.begin(key, time.Now())
-				switch {
-				case first:
-					dup, dupKey, msgID = e, key, key.String()
-				case e.wait(ctx):
-					s.metrics.duplicates.Inc()
-					o.noteAnswer(AnswerDuplicate, "a retry of a callback stored already: not stored again", s.tracer != nil)
-					return allowVerdict, nil
-				case ctx.Err() != nil:
-					return nil, status.FromContextError(ctx.Err()).Err()
-				}
+			first, done := s.dedup.claim(ctx, key, time.Now())
+			switch {
+			case first:
+				claimed, dupKey, msgID = true, key, key.String()
+			case done:
+				s.metrics.duplicates.Inc()
+				o.noteAnswer(AnswerDuplicate, "a retry of a callback stored already: not stored again", s.tracer != nil)
+				return allowVerdict, nil
+			default:
+				return nil, status.FromContextError(ctx.Err()).Err()
 			}
 		}
 	}
