@@ -135,16 +135,24 @@ func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
 	}
 	// A new decider group judges live callbacks; working through stored history first would make
 	// them all time out.
+	deliverNew := sub.Start == pb.StartPosition_START_POSITION_NEW || sub.Start == pb.StartPosition_START_POSITION_UNSPECIFIED && sub.Decide
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = startAt(sub, deliverNew)
+	return cfg
+}
+
+// startAt is where a new consumer for sub starts: its start_sequence or start_time, else the log's
+// end (deliverNew) or its start.
+func startAt(sub *pb.Subscription, deliverNew bool) (jetstream.DeliverPolicy, uint64, *time.Time) {
 	switch {
 	case sub.StartSequence > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, sub.StartSequence
+		return jetstream.DeliverByStartSequencePolicy, sub.StartSequence, nil
 	case sub.StartTime != nil:
 		t := sub.StartTime.AsTime()
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-	case sub.Start == pb.StartPosition_START_POSITION_NEW || sub.Start == pb.StartPosition_START_POSITION_UNSPECIFIED && sub.Decide:
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+		return jetstream.DeliverByStartTimePolicy, 0, &t
+	case deliverNew:
+		return jetstream.DeliverNewPolicy, 0, nil
 	}
-	return cfg
+	return jetstream.DeliverAllPolicy, 0, nil
 }
 
 // settingsOf reads a group's settings back from its consumer.

@@ -44,17 +44,8 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes}
 	var tailMsgs jetstream.MessagesContext // a live tail's; groups fetch instead
 	if sub.Group == "" {
-		cfg := jetstream.OrderedConsumerConfig{
-			FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
-			DeliverPolicy:  jetstream.DeliverNewPolicy,
-		}
-		switch {
-		case sub.StartSequence > 0:
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, sub.StartSequence
-		case sub.StartTime != nil:
-			t := sub.StartTime.AsTime()
-			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-		}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter()))}
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = startAt(sub, true) // new events, unless asked
 		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), cfg)
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "live tail: %v", err)
