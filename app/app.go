@@ -53,6 +53,9 @@ const (
 	keepaliveTimeout = 20 * time.Second
 )
 
+// MinRetentionBytes is the smallest --retention-max-bytes: room for a few of the largest records.
+const MinRetentionBytes = 64 << 20
+
 // Config is everything `imbridge serve` can be told.
 type Config struct {
 	HTTPAddr string // callbacks, /healthz, /readyz; default ":8080"
@@ -115,6 +118,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.RetentionMaxBytes < 0 || cfg.RetentionMaxBytes > 0 && cfg.RetentionMaxBytes < MinRetentionBytes {
+		return fmt.Errorf("--retention-max-bytes %d: at least %d (64MiB), or 0 for no limit: a smaller log would drop callbacks as soon as they are answered", cfg.RetentionMaxBytes, MinRetentionBytes)
+	}
+	if cfg.RetentionMaxAge < 0 || cfg.RetentionMaxAge > 0 && cfg.RetentionMaxAge < time.Minute {
+		return fmt.Errorf("--retention-max-age %v: at least 1m", cfg.RetentionMaxAge)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

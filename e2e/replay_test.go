@@ -59,6 +59,7 @@ func TestStartValidation(t *testing.T) {
 		"sequence and time":  {StartSequence: 3, StartTime: timestamppb.Now()},
 		"bad time":           {StartTime: &timestamppb.Timestamp{Seconds: -1 << 62}},
 		"max_deliveries":     {Group: "g", MaxDeliveries: 1001},
+		"past the end":       {StartSequence: 1000},
 	} {
 		if code, msg := subscribeCode(t, b, "", sub); code != codes.InvalidArgument {
 			t.Errorf("%s: %v %s; want InvalidArgument", name, code, msg)

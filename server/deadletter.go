@@ -78,7 +78,11 @@ func (m *member) giveUp(msg *nats.Msg, md *nats.MsgMetadata, owed []outgoing, he
 	// This delivery, the one past max_deliveries, never reaches a subscriber.
 	deliveries := md.NumDelivered - 1
 	if reason == "" {
-		reason = fmt.Sprintf("the log delivered it %d times without an ack (its ack wait of %v passed, or its member left or was handed it as it left)", deliveries, m.ackWait)
+		times := "times"
+		if deliveries == 1 {
+			times = "time"
+		}
+		reason = fmt.Sprintf("the log delivered it %d %s without an ack (its ack wait of %v passed, or its member left or was handed it as it left)", deliveries, times, m.ackWait)
 	}
 	if err := m.s.deadLetter(m.sub.Group, msg.Subject, md, deliveries, owed, reason); err != nil {
 		m.s.logger.Error("dead letters not written: the record is tried again", "group", m.sub.Group, "seq", seq, "err", err)

@@ -51,6 +51,9 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 			case first:
 				claimed, dupKey, msgID = true, key, key.String()
 			case done:
+				if o != nil {
+					o.EventID = "" // this copy's id is nobody's: the first's event is the one stored
+				}
 				s.metrics.duplicates.Inc()
 				o.noteAnswer(AnswerDuplicate, "a retry of a callback stored already: not stored again", s.tracer != nil)
 				return allowVerdict, nil

@@ -33,6 +33,11 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	if err := auth.AllowSubscription(stream.Context(), sub); err != nil {
 		return err
 	}
+	if sub.StartSequence > 0 {
+		if err := s.checkStartSequence(stream.Context(), sub.StartSequence); err != nil {
+			return err
+		}
+	}
 	if err := s.enter(); err != nil {
 		return err
 	}
@@ -273,4 +278,21 @@ func checkNack(n *pb.Nack) (string, time.Duration, error) {
 		delay = d.AsDuration()
 	}
 	return reason, delay, nil
+}
+
+// checkStartSequence refuses a start past the log's end: the consumer would wait for that sequence,
+// skipping every event stored until then.
+func (s *Server) checkStartSequence(ctx context.Context, seq uint64) error {
+	info, err := s.log.JetStream().Stream(ctx, s.log.Stream())
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "event log: %v", err)
+	}
+	st, err := info.Info(ctx)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "event log: %v", err)
+	}
+	if last := st.State.LastSeq; seq > last+1 {
+		return status.Errorf(codes.InvalidArgument, "start_sequence %d is past the end of the event log (its last record is %d; %d starts with the next one)", seq, last, last+1)
+	}
+	return nil
 }

@@ -28,7 +28,11 @@ func dlq(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("dlq: " + dlqUsage)
 	}
 	verb, args := args[0], args[1:]
-	fs := newFlagSet("dlq "+verb, dlqUsage)
+	if verb == "-h" || verb == "--help" || verb == "-help" || verb == "help" {
+		fmt.Fprintf(out, "Usage: imbridge dlq %s\n", dlqUsage)
+		return flag.ErrHelp
+	}
+	fs := newFlagSet("dlq", dlqUsage)
 	dial := grpcClientFlags(fs)
 	group := fs.String("group", "", "the consumer group")
 	after := fs.Uint64("after", 0, "list: start after this dead-letter sequence")

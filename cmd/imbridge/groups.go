@@ -32,7 +32,11 @@ func groups(ctx context.Context, args []string, out io.Writer) error {
 		return errors.New("groups: " + groupsUsage)
 	}
 	verb, args := args[0], args[1:]
-	fs := newFlagSet("groups "+verb, groupsUsage)
+	if verb == "-h" || verb == "--help" || verb == "-help" || verb == "help" {
+		fmt.Fprintf(out, "Usage: imbridge groups %s\n", groupsUsage)
+		return flag.ErrHelp
+	}
+	fs := newFlagSet("groups", groupsUsage)
 	dial := grpcClientFlags(fs)
 	force := fs.Bool("force", false, "delete: even with members connected")
 	toSeq := fs.Uint64("to-seq", 0, "reset: to this stream sequence")
