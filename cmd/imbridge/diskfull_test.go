@@ -26,7 +26,7 @@ mount -t tmpfs -o size=24m imbridge-test "$1"
 if [ "$4" = before ]; then fallocate -l 17M "$1/ballast"; fi
 "$2" serve --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --data-dir "$1/data" --access-log=false &
 pid=$!
-trap 'kill -TERM $pid; wait $pid; exit 0' TERM INT
+
 if [ "$4" = after ]; then
 	read -r _ < "$3"
 	fallocate -l 17M "$1/ballast"
@@ -71,7 +71,11 @@ func testDiskFull(t *testing.T, when string) {
 		f.Close()
 	}
 	cmd := exec.Command("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", diskFullScript, "sh", dir, binary(t), ctl, when, ack)
+	// The shell and the bridge it starts in a process group of their own, killed together at the end
+	// (killing the shell alone would leave the bridge running).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := startProcess(t, cmd)
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
 	if when == "after" {
 		say("fill")
 		if _, err := os.ReadFile(ack); err != nil {
@@ -79,7 +83,6 @@ func testDiskFull(t *testing.T, when string) {
 		}
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
 		if t.Failed() {
 			t.Logf("bridge log:\n%s", p.logText())
 		}
