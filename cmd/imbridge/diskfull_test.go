@@ -26,7 +26,6 @@ mount -t tmpfs -o size=24m imbridge-test "$1"
 if [ "$4" = before ]; then fallocate -l 17M "$1/ballast"; fi
 "$2" serve --http-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 --data-dir "$1/data" --access-log=false &
 pid=$!
-
 if [ "$4" = after ]; then
 	read -r _ < "$3"
 	fallocate -l 17M "$1/ballast"
