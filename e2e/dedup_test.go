@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -88,7 +90,8 @@ func TestRetriesStoredOnce(t *testing.T) {
 // TestTencentRetryStoredOnce: Tencent's RequestID identifies a retry.
 func TestTencentRetryStoredOnce(t *testing.T) {
 	t.Parallel()
-	b := bridgetest.Start(t, bridgetest.Options{})
+	var logs syncBuffer
+	b := bridgetest.Start(t, bridgetest.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	sub := b.Subscribe(t, &pb.Subscription{Group: "g"})
 	post := func(requestID, group string) {
 		t.Helper()
@@ -104,6 +107,13 @@ func TestTencentRetryStoredOnce(t *testing.T) {
 	got := nextGroups(t, sub, "end")
 	if len(got) != 1 || got[0] != "G1" {
 		t.Errorf("subscriber got %v; want [G1] once", got)
+	}
+	// The retry's access line names no event: its copy was not stored, and no subscriber gets it.
+	if line := accessLine(t, &logs, "answer=duplicate", "request_id=r-1"); strings.Contains(line, " event=") {
+		t.Errorf("duplicate's access line names an event: %s", line)
+	}
+	if line := accessLine(t, &logs, "answer=ok", "request_id=r-1"); !strings.Contains(line, " event=") {
+		t.Errorf("first's access line names no event: %s", line)
 	}
 }
 
