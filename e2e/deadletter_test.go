@@ -241,3 +241,23 @@ func TestResetForgetsAcks(t *testing.T) {
 		t.Errorf("handed back after the reset: %v; want [e1 e2]", got)
 	}
 }
+
+// TestDeadLetterHeldNacked: a record past max_deliveries while its member still holds it, one event
+// nacked and waiting for the rest: both become dead letters.
+func TestDeadLetterHeldNacked(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	admin := pb.NewAdminServiceClient(b.Conn)
+	sub := b.Subscribe(t, &pb.Subscription{Group: "g", MaxDeliveries: 1, AckWait: durationpb.New(500 * time.Millisecond)})
+	storeRecord(t, b, quitEvent("a", "G"), quitEvent("b", "G"))
+	sub.Next()
+	sub.Next()
+	sub.Nack("later", 0, "a") // b stays unacked past the ack wait: the record comes again, past the limit
+	got := map[string]bool{}
+	for _, dl := range waitDeadLetters(t, admin, "g", 2) {
+		got[dl.EventId] = true
+	}
+	if !got["a"] || !got["b"] {
+		t.Errorf("dead letters %v; want a and b", got)
+	}
+}

@@ -77,9 +77,9 @@ func (l *Log) noteWrite(err error) error {
 			return nil
 		}
 		r.mu.Lock()
-		if r.full {
+		if r.full && r.failed == "" { // a write in flight as the store failed does not clear it
 			r.full = false
-			r.trouble.Store(r.failed != "")
+			r.troubled()
 			l.opts.Logger.Info("event log takes writes again", "after", time.Since(r.since).Round(time.Millisecond))
 		}
 		r.mu.Unlock()
@@ -106,7 +106,7 @@ func (l *Log) noteWrite(err error) error {
 func (l *Log) markFull(why any) {
 	if !l.room.full {
 		l.room.full, l.room.since = true, time.Now()
-		l.room.trouble.Store(true)
+		l.room.troubled()
 		l.opts.Logger.Error("event log full: callbacks are answered 503 until it has room", "err", why)
 	}
 }
@@ -122,10 +122,10 @@ func (l *Log) roomError(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	switch {
-	case !full:
-		return nil
 	case failed != "":
 		return fmt.Errorf("%w since %s: %s; the bridge restarts its store once the disk has %d MiB free", ErrFull, since.UTC().Format(time.RFC3339), failed, minFreeBytes>>20)
+	case !full:
+		return nil
 	case probe:
 		if _, err := l.redelivery.Put(ctx, "probe", nil); l.noteWrite(err) == nil {
 			return nil
@@ -149,7 +149,7 @@ func (l *Log) watch(ctx context.Context) {
 		}
 		r := &l.room
 		r.mu.Lock()
-		look := r.suspect || r.full
+		look := r.suspect || r.full || r.failed != ""
 		r.suspect = false
 		if !r.full {
 			r.restartFree = 0
@@ -164,6 +164,7 @@ func (l *Log) watch(ctx context.Context) {
 			l.markFull(werr)
 		}
 		r.failed, look = werr, r.full
+		r.troubled()
 		r.mu.Unlock()
 		if !look {
 			continue
@@ -193,6 +194,7 @@ func (l *Log) watch(ctx context.Context) {
 		r.restartFree = free
 		r.suspect = true // look again
 		r.failed = ""
+		r.troubled()
 		r.lastProbe = time.Time{} // the next readiness check probes
 		r.mu.Unlock()
 	}
@@ -229,4 +231,9 @@ func freeBytes(dir string) (uint64, bool) {
 		return 0, false
 	}
 	return st.Bavail * uint64(st.Bsize), true
+}
+
+// troubled sets trouble from full and failed; r.mu is held.
+func (r *room) troubled() {
+	r.trouble.Store(r.full || r.failed != "")
 }

@@ -78,6 +78,11 @@ func (a adminService) ResetGroup(ctx context.Context, req *pb.ResetGroupRequest)
 	if _, err := a.info(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
+	// A member holding records as the group moves would write down, when it lets go of them, what
+	// it acked of them before the move, and the group would skip those events when it gets them again.
+	if n := a.s.Members(req.GetName()); n > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "group %s has %d members connected here: stop them before moving the group", req.GetName(), n)
+	}
 	js, name := a.s.log.JetStream(), a.s.log.Stream()
 	var seq uint64
 	switch to := req.GetTo().(type) {

@@ -56,9 +56,12 @@ func (m *member) owed(rec *record, evs []outgoing, st recordState, kept bool) (o
 		return owed, st.Reason, kept
 	}
 	for i, ev := range evs {
-		if j, ok := rec.unacked[ev.id]; ok && j == i {
+		switch j, ok := rec.unacked[ev.id]; {
+		case ok && j == i:
 			owed = append(owed, ev)
 			delete(m.pending, ev.id)
+		case !ok && !slices.Contains(rec.acked, ev.id) && m.pending[ev.id] == nil:
+			owed = append(owed, ev) // nacked, waiting for the rest of the record
 		}
 	}
 	delete(m.records, rec.seq)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -22,7 +23,8 @@ func TestDedupTable(t *testing.T) {
 		first, stored := d.claim(ctx, k, now)
 		retry <- result{first, stored}
 	}()
-	d.end(k, false, now) // whether the retry waited yet or not, it stores its own
+	waitWaiting(t, d, 1)
+	d.end(k, false, now)
 	if r := <-retry; !r.first {
 		t.Fatalf("retry after a failed store: %+v; want to store it", r)
 	}
@@ -34,11 +36,26 @@ func TestDedupTable(t *testing.T) {
 	k2 := dedupKey{2}
 	d.claim(ctx, k2, now)
 	cctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan result)
+	go func() {
+		first, stored := d.claim(cctx, k2, now)
+		gaveUp <- result{first, stored}
+	}()
+	waitWaiting(t, d, 1)
 	cancel()
-	if first, stored := d.claim(cctx, k2, now); first || stored {
-		t.Error("claim with its context done while another stores: want neither")
+	if r := <-gaveUp; r.first || r.stored {
+		t.Errorf("waiting claim whose context ends: %+v; want neither", r)
 	}
+	// A retry waiting while the first is stored is told so.
+	go func() {
+		first, stored := d.claim(ctx, k2, now)
+		retry <- result{first, stored}
+	}()
+	waitWaiting(t, d, 1)
 	d.end(k2, true, now)
+	if r := <-retry; r.first || !r.stored {
+		t.Errorf("retry waiting for a store that succeeds: %+v; want stored", r)
+	}
 	// Past the window, the key is forgotten.
 	if first, _ := d.claim(ctx, k, now.Add(61*time.Second)); !first {
 		t.Error("claim past the window: not first")
@@ -67,5 +84,23 @@ func TestDedupTableBounded(t *testing.T) {
 	}
 	if first, _ := d.claim(context.Background(), dedupKey{}, now); !first {
 		t.Error("the oldest key is still remembered past the bound")
+	}
+}
+
+// waitWaiting waits until n claims wait on d.
+func waitWaiting(t *testing.T, d *dedupTable, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.mu.Lock()
+		w := d.waiting
+		d.mu.Unlock()
+		if w == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d claims waiting; want %d", w, n)
+		}
+		runtime.Gosched()
 	}
 }

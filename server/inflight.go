@@ -80,6 +80,12 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	kept := false
 	for {
 		if rec == nil && delivered > 1 {
+			m.mu.Lock()
+			leaving := m.leaving[seq]
+			m.mu.Unlock()
+			if leaving != nil {
+				<-leaving // the receive goroutine is writing the record's entry: read it once written
+			}
 			st, kept = m.s.loadState(m.sub.Group, seq)
 		}
 		m.mu.Lock()
@@ -337,6 +343,11 @@ func (m *member) settle(ids []string, n *nackInfo, out []settled, done []*record
 			delete(m.records, rec.seq)
 			m.heldBytes -= rec.size
 			done = append(done, rec)
+			if rec.nacked > 0 || rec.changed {
+				// Going back to the group (letGo): handle, getting it again meanwhile, waits for
+				// its entry to be written.
+				m.leaving[rec.seq] = make(chan struct{})
+			}
 		} else {
 			if now.IsZero() {
 				now = time.Now()
@@ -361,6 +372,14 @@ func (m *member) settle(ids []string, n *nackInfo, out []settled, done []*record
 // to the log; otherwise it goes back to the group, after what the group did with it is written down.
 // The record is the caller's alone (no longer in m.records).
 func (m *member) letGo(rec *record) {
+	defer func() {
+		m.mu.Lock()
+		if ch := m.leaving[rec.seq]; ch != nil {
+			close(ch)
+			delete(m.leaving, rec.seq)
+		}
+		m.mu.Unlock()
+	}()
 	if rec.nacked == 0 && len(rec.unacked) == 0 {
 		_ = rec.msg.Ack()
 		if rec.kept {

@@ -46,7 +46,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes}
+	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, leaving: map[uint64]chan struct{}{}, recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes}
 	var tailMsgs jetstream.MessagesContext // a live tail's; groups fetch instead
 	if sub.Group == "" {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter()))}
@@ -174,10 +174,13 @@ type member struct {
 	who      string        // the subscriber's name, for the log
 	gm       groupMetrics
 
-	mu       sync.Mutex
-	pending  map[string]*record // delivered, not yet acked, by event id; guarded by mu
-	records  map[uint64]*record // the same records by stream sequence; guarded by mu
-	readOnly bool               // the subscriber closed its side: it cannot ack; guarded by mu
+	mu      sync.Mutex
+	pending map[string]*record // delivered, not yet acked, by event id; guarded by mu
+	records map[uint64]*record // the same records by stream sequence; guarded by mu
+	// leaving holds, by stream sequence, the records being let go of (letGo), closed once they are;
+	// guarded by mu.
+	leaving  map[uint64]chan struct{}
+	readOnly bool // the subscriber closed its side: it cannot ack; guarded by mu
 	// heldBytes is the size of the log messages in records; guarded by mu.
 	heldBytes int
 	// recordSize is the recent average of events per record, to size fetches; guarded by mu.
@@ -283,15 +286,11 @@ func checkNack(n *pb.Nack) (string, time.Duration, error) {
 // checkStartSequence refuses a start past the log's end: the consumer would wait for that sequence,
 // skipping every event stored until then.
 func (s *Server) checkStartSequence(ctx context.Context, seq uint64) error {
-	info, err := s.log.JetStream().Stream(ctx, s.log.Stream())
+	stream, err := s.log.JetStream().Stream(ctx, s.log.Stream()) // asks the log: its info is fresh
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "event log: %v", err)
 	}
-	st, err := info.Info(ctx)
-	if err != nil {
-		return status.Errorf(codes.Unavailable, "event log: %v", err)
-	}
-	if last := st.State.LastSeq; seq > last+1 {
+	if last := stream.CachedInfo().State.LastSeq; seq > last+1 {
 		return status.Errorf(codes.InvalidArgument, "start_sequence %d is past the end of the event log (its last record is %d; %d starts with the next one)", seq, last, last+1)
 	}
 	return nil

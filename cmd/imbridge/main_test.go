@@ -492,6 +492,24 @@ func TestGroupsCommand(t *testing.T) {
 	t.Parallel()
 	p := startServe(t, t.TempDir())
 	stream := subscribeTo(t, p.grpcAddr, &pb.Subscription{Group: "audit"})
+	// A group whose member has left.
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sctx, leave := context.WithCancel(t.Context())
+	idle, err := pb.NewEventServiceClient(conn).Subscribe(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{Group: "idle"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := idle.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	leave()
 	if status, body := postBody(t, "http://"+p.httpAddr+"/openim/callbackAfterQuitGroupCommand", []byte(`{"groupID":"G1","userID":"u"}`)); status != http.StatusOK {
 		t.Fatalf("callback: %d %s", status, body)
 	}
@@ -516,7 +534,14 @@ func TestGroupsCommand(t *testing.T) {
 	if out, err := run("groups", "show", "audit"); err != nil || group(out).GetName() != "audit" || group(out).GetUnackedRecords() != 1 {
 		t.Errorf("groups show: %v\n%s", err, out)
 	}
-	if out, err := run("groups", "reset", "audit", "--to-time", "1h"); err != nil || group(out).GetName() != "audit" {
+	if out, err := run("groups", "reset", "audit", "--to-time", "1h"); err == nil || !strings.Contains(out, "stop them") {
+		t.Errorf("groups reset under a member: %v\n%s; want a refusal", err, out)
+	}
+	bridgetest.WaitFor(t, "group idle without members", func() bool {
+		out, err := run("groups", "show", "idle")
+		return err == nil && group(out).GetMembersHere() == 0
+	})
+	if out, err := run("groups", "reset", "idle", "--to-time", "1h"); err != nil || group(out).GetName() != "idle" {
 		t.Errorf("groups reset --to-time: %v\n%s", err, out)
 	}
 	if out, err := run("groups", "delete", "audit"); err == nil || !strings.Contains(out, "force") {
