@@ -343,7 +343,7 @@ func (m *member) settle(ids []string, n *nackInfo, out []settled, done []*record
 			delete(m.records, rec.seq)
 			m.heldBytes -= rec.size
 			done = append(done, rec)
-			if rec.nacked > 0 || rec.changed {
+			if rec.nacked > 0 {
 				// Going back to the group (letGo): handle, getting it again meanwhile, waits for
 				// its entry to be written.
 				m.leaving[rec.seq] = make(chan struct{})
