@@ -60,7 +60,7 @@ func (m *member) owed(rec *record, evs []outgoing, st recordState, kept bool) (o
 		case ok && j == i:
 			owed = append(owed, ev)
 			delete(m.pending, ev.id)
-		case !ok && !slices.Contains(rec.acked, ev.id) && m.pending[ev.id] == nil:
+		case !ok && slices.Contains(rec.nackedIDs, ev.id):
 			owed = append(owed, ev) // nacked, waiting for the rest of the record
 		}
 	}
@@ -90,7 +90,7 @@ func (m *member) giveUp(msg *nats.Msg, md *nats.MsgMetadata, owed []outgoing, he
 	if err := m.s.deadLetter(m.sub.Group, msg.Subject, md, deliveries, owed, reason); err != nil {
 		m.s.logger.Error("dead letters not written: the record is tried again", "group", m.sub.Group, "seq", seq, "err", err)
 		if held != nil && held.changed {
-			if err := m.s.keepState(m.sub.Group, seq, recordState{Acked: held.acked, Reason: held.reason}); err != nil {
+			if err := m.s.keepState(m.sub.Group, seq, recordState{Acked: held.ackedIDs(), Reason: held.reason}); err != nil {
 				m.s.logger.Warn("redelivery entry not written: the record comes back whole", "group", m.sub.Group, "seq", seq, "err", err)
 			}
 		}

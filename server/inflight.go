@@ -25,13 +25,27 @@ type record struct {
 	unacked  map[string]int // each event not acked yet: its index in the record; guarded by member.mu
 	progress time.Time      // last InProgress; guarded by member.mu
 
-	// What the group did with the record's other events; guarded by member.mu.
-	acked   []string      // ids acked, here or before (as the redelivery entry says)
-	nacked  int           // events nacked here
-	reason  string        // the last nack's
-	delay   time.Duration // the longest nack delay
-	changed bool          // acked or nacked since the entry was read
-	kept    bool          // a redelivery entry exists
+	// What the group did with the record's other events; guarded by member.mu. Acks are not
+	// listed as they come (that would cost an append per ack): ackedIDs works them out.
+	ids       []string      // the events this member holds of it, when more than one
+	prior     []string      // ids acked before (as the redelivery entry says)
+	nackedIDs []string      // events nacked here
+	reason    string        // the last nack's
+	delay     time.Duration // the longest nack delay
+	changed   bool          // acked or nacked since the entry was read
+	kept      bool          // a redelivery entry exists
+}
+
+// ackedIDs lists the record's events the group acked: before, and here (held, neither unacked nor
+// nacked). The record is the caller's alone, or member.mu is held.
+func (rec *record) ackedIDs() []string {
+	acked := slices.Clone(rec.prior)
+	for _, id := range rec.ids {
+		if _, ok := rec.unacked[id]; !ok && !slices.Contains(rec.nackedIDs, id) {
+			acked = append(acked, id)
+		}
+	}
+	return acked
 }
 
 // handle delivers the events of one fetched log message. A record delivered again to this member
@@ -104,7 +118,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		return nil
 	}
 	if rec == nil {
-		rec = &record{seq: seq, unacked: make(map[string]int, len(evs)), acked: st.Acked, reason: st.Reason, kept: kept}
+		rec = &record{seq: seq, unacked: make(map[string]int, len(evs)), prior: st.Acked, reason: st.Reason, kept: kept}
 		for i, ev := range evs {
 			if kept && slices.Contains(st.Acked, ev.id) {
 				continue
@@ -115,6 +129,12 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 			}
 			rec.unacked[ev.id] = i
 			m.pending[ev.id] = rec
+		}
+		if len(rec.unacked) > 1 {
+			rec.ids = make([]string, 0, len(rec.unacked))
+			for id := range rec.unacked {
+				rec.ids = append(rec.ids, id)
+			}
 		}
 		if len(rec.unacked) > 0 {
 			rec.size = len(msg.Data) // and a few short headers
@@ -330,20 +350,19 @@ func (m *member) settle(ids []string, n *nackInfo, out []settled, done []*record
 		delete(m.pending, id)
 		delete(rec.unacked, id)
 		if n != nil {
-			rec.nacked++
+			rec.nackedIDs = append(rec.nackedIDs, id)
 			rec.reason = n.reason
 			rec.delay = max(rec.delay, n.delay)
 			rec.changed = true
-		} else if len(rec.unacked) > 0 || rec.nacked > 0 {
-			rec.acked = append(rec.acked, id) // the record may go back: remember the ack
-			rec.changed = true
+		} else if len(rec.unacked) > 0 || len(rec.nackedIDs) > 0 {
+			rec.changed = true // the record may go back: the ack is to be written down
 		}
 		st := settled{msg: rec.msg, id: id, sent: rec.sent}
 		if len(rec.unacked) == 0 {
 			delete(m.records, rec.seq)
 			m.heldBytes -= rec.size
 			done = append(done, rec)
-			if rec.nacked > 0 {
+			if len(rec.nackedIDs) > 0 {
 				// Going back to the group (letGo): handle, getting it again meanwhile, waits for
 				// its entry to be written.
 				m.leaving[rec.seq] = make(chan struct{})
@@ -380,7 +399,7 @@ func (m *member) letGo(rec *record) {
 		}
 		m.mu.Unlock()
 	}()
-	if rec.nacked == 0 && len(rec.unacked) == 0 {
+	if len(rec.nackedIDs) == 0 && len(rec.unacked) == 0 {
 		_ = rec.msg.Ack()
 		if rec.kept {
 			m.s.forgetState(m.sub.Group, rec.seq)
@@ -388,12 +407,12 @@ func (m *member) letGo(rec *record) {
 		return
 	}
 	if rec.changed {
-		if err := m.s.keepState(m.sub.Group, rec.seq, recordState{Acked: rec.acked, Reason: rec.reason}); err != nil {
+		if err := m.s.keepState(m.sub.Group, rec.seq, recordState{Acked: rec.ackedIDs(), Reason: rec.reason}); err != nil {
 			// The record comes back whole: its acked events are delivered again (at least once).
 			m.s.logger.Warn("redelivery entry not written: the record comes back whole", "group", m.sub.Group, "seq", rec.seq, "err", err)
 		}
 	}
-	if rec.nacked > 0 && rec.delay > 0 {
+	if len(rec.nackedIDs) > 0 && rec.delay > 0 {
 		_ = rec.msg.NakWithDelay(rec.delay)
 	} else {
 		_ = rec.msg.Nak()
