@@ -35,12 +35,10 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	if pol.waits(ev.Phase) {
 		groups = s.deciders.matching(ev)
 	}
-	claimed := false // this callback's claim on its dedup key, settled on the way out
-	var dupKey dedupKey
-	var msgID string // the record's message id, if it holds this event alone
+	var dupKey dedupKey // this callback's claim on its dedup key (zero: none), settled on the way out
 	stored := false
 	defer func() {
-		if claimed {
+		if dupKey != (dedupKey{}) {
 			s.dedup.end(dupKey, stored, time.Now())
 		}
 	}()
@@ -49,7 +47,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 			first, done := s.dedup.claim(ctx, key, time.Now())
 			switch {
 			case first:
-				claimed, dupKey, msgID = true, key, key.String()
+				dupKey = key
 			case done:
 				if o != nil {
 					o.EventID = "" // this copy's id is nobody's: the first's event is the one stored
@@ -84,7 +82,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
 	span := s.startSpan(ctx, "imbridge.publish", attribute.String("messaging.destination.name", msg.Subject))
-	err = s.committer.store(ctx, msg, msgID)
+	err = s.committer.store(ctx, msg, dupKey)
 	stored = err == nil
 	endSpan(span, err)
 	if err != nil {

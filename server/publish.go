@@ -43,9 +43,9 @@ type committer struct {
 
 // pendingEvent is one event waiting to be stored.
 type pendingEvent struct {
-	msg   *nats.Msg // subject, header and the encoded Event
-	msgID string    // its dedup key, if any (dedup.go): the record's Nats-Msg-Id when it is stored alone
-	done  chan error
+	msg  *nats.Msg // subject, header and the encoded Event
+	key  dedupKey  // its dedup key, zero if none (dedup.go): the record's Nats-Msg-Id when it is stored alone
+	done chan error
 }
 
 func newCommitter(log *eventlog.Log, maxMessageBytes int) *committer {
@@ -59,15 +59,15 @@ func newCommitter(log *eventlog.Log, maxMessageBytes int) *committer {
 
 // store returns once msg is in the log, or with the error that kept it out. Once msg is queued it
 // waits for the outcome even if ctx ends (the publish has its own timeout): the caller may reuse
-// msg.Data as soon as store returns. msgID, if not empty, is the event's dedup key.
-func (c *committer) store(ctx context.Context, msg *nats.Msg, msgID string) error {
+// msg.Data as soon as store returns. key, if not zero, is the event's dedup key.
+func (c *committer) store(ctx context.Context, msg *nats.Msg, key dedupKey) error {
 	if msg.Header != nil {
 		// A header (a verdict reply subject) belongs to one event, so the event cannot share a
 		// record: publish it here, which also saves two handoffs on the path a before-callback's
 		// IM server waits on.
 		return c.publish(ctx, msg, 1)
 	}
-	p := &pendingEvent{msg: msg, msgID: msgID, done: make(chan error, 1)}
+	p := &pendingEvent{msg: msg, key: key, done: make(chan error, 1)}
 	if err := c.enqueue(ctx, p); err != nil {
 		return err
 	}
@@ -149,8 +149,8 @@ func (c *committer) write(group []*pendingEvent, size int) {
 			*buf = appendRecordEvent(*buf, p.msg.Data)
 		}
 		msg = &nats.Msg{Subject: msg.Subject, Data: *buf, Header: nats.Header{recordEventsHeader: []string{strconv.Itoa(len(group))}}}
-	} else if id := group[0].msgID; id != "" {
-		msg.Header = nats.Header{jetstream.MsgIDHeader: []string{id}} // the log drops a retry stored elsewhere
+	} else if key := group[0].key; key != (dedupKey{}) {
+		msg.Header = nats.Header{jetstream.MsgIDHeader: []string{key.String()}} // the log drops a retry stored elsewhere
 	}
 	// Publish has copied the data by the time it returns (it waits for the log's acknowledgement).
 	err := c.publish(context.Background(), msg, len(group))

@@ -24,13 +24,9 @@ const dlqUsage = `list [--group G] | show SEQ | redrive --group G [SEQ...] | pur
 
 // dlq runs the AdminService's dead-letter methods from the command line.
 func dlq(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("dlq: " + dlqUsage)
-	}
-	verb, args := args[0], args[1:]
-	if verb == "-h" || verb == "--help" || verb == "-help" || verb == "help" {
-		fmt.Fprintf(out, "Usage: imbridge dlq %s\n", dlqUsage)
-		return flag.ErrHelp
+	verb, args, err := subcommand("dlq", dlqUsage, args, out)
+	if err != nil {
+		return err
 	}
 	fs := newFlagSet("dlq", dlqUsage)
 	dial := grpcClientFlags(fs)

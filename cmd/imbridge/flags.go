@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strconv"
@@ -45,6 +46,20 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// subcommand splits the arguments of a command with verbs (groups, dlq) into the verb and the rest;
+// asked for help, it prints the usage and returns flag.ErrHelp.
+func subcommand(cmd, usage string, args []string, out io.Writer) (string, []string, error) {
+	if len(args) == 0 {
+		return "", nil, fmt.Errorf("%s: %s", cmd, usage)
+	}
+	switch args[0] {
+	case "-h", "--help", "-help", "help":
+		fmt.Fprintf(out, "Usage: imbridge %s %s\n", cmd, usage)
+		return "", nil, flag.ErrHelp
+	}
+	return args[0], args[1:], nil
 }
 
 // parseInterspersed is parseFlags for commands whose arguments may come before, between or after

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -28,13 +27,9 @@ const groupsUsage = `list | show NAME | delete NAME [--force] | reset NAME (--to
 
 // groups runs the AdminService from the command line.
 func groups(ctx context.Context, args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("groups: " + groupsUsage)
-	}
-	verb, args := args[0], args[1:]
-	if verb == "-h" || verb == "--help" || verb == "-help" || verb == "help" {
-		fmt.Fprintf(out, "Usage: imbridge groups %s\n", groupsUsage)
-		return flag.ErrHelp
+	verb, args, err := subcommand("groups", groupsUsage, args, out)
+	if err != nil {
+		return err
 	}
 	fs := newFlagSet("groups", groupsUsage)
 	dial := grpcClientFlags(fs)
@@ -42,16 +37,17 @@ func groups(ctx context.Context, args []string, out io.Writer) error {
 	toSeq := fs.Uint64("to-seq", 0, "reset: to this stream sequence")
 	toTime := fs.String("to-time", "", "reset: to the first record stored at or after this time (RFC 3339, or a duration ago: 2h)")
 	toNew := fs.Bool("to-new", false, "reset: to the log's end")
-	// The group name may come before the flags: imbridge groups reset mods --to-new.
-	var name string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		name, args = args[0], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
+	// The group name may come before or after the flags: imbridge groups reset mods --to-new.
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
+	if len(rest) > 1 {
+		return fmt.Errorf("groups %s: one group at a time, not %q", verb, rest)
+	}
+	var name string
+	if len(rest) == 1 {
+		name = rest[0]
 	}
 	if verb != "list" && name == "" {
 		return fmt.Errorf("groups %s: which group?", verb)
