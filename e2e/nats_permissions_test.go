@@ -72,6 +72,19 @@ func TestNATSPermissions(t *testing.T) {
 		t.Errorf("before-callback answered %d %s; want the refusal", a.status, a.body)
 	}
 
+	// An ordered group handed over to another instance: its pin is let go of (UNPIN), and the new
+	// reader catches up (consumer info) before anything goes out. Without the unpin, the handover
+	// would wait out the 45 s pin timeout, past bridgetest.Timeout.
+	ordered := &pb.Subscription{Group: "ordered", Order: pb.Order_ORDER_IM_GROUP, Start: pb.StartPosition_START_POSITION_NEW}
+	o1 := b.Subscribe(t, ordered)
+	storeRecord(t, b, orderedEvent("A", 0))
+	o1.Next()
+	o2 := bridgetest.Start(t, bridgetest.Options{NATSURL: bridgeURL}).Subscribe(t, ordered)
+	o1.Cancel()
+	if ev := o2.Next(); ev.Id != "A-0" {
+		t.Errorf("ordered group on the other instance: %s; want A-0", ev.Id)
+	}
+
 	// Nacks, redelivery entries, dead letters and their redrive and purge.
 	poison := b.Subscribe(t, &pb.Subscription{Group: "poison", MaxDeliveries: 1, Start: pb.StartPosition_START_POSITION_NEW})
 	storeRecord(t, b, quitEvent("p1", "G"), quitEvent("p2", "G"))

@@ -196,6 +196,7 @@ func (a adminService) group(ci *jetstream.ConsumerInfo) (*pb.Group, bool) {
 		Name:               ci.Name,
 		Filter:             settings.Filter,
 		Decide:             settings.Decide,
+		Order:              settings.Order,
 		AckWait:            settings.AckWait,
 		MaxDeliveries:      settings.MaxDeliveries,
 		MembersHere:        int32(a.s.Members(ci.Name)),

@@ -175,6 +175,16 @@ func validateSubscription(sub *pb.Subscription) error {
 	if sub.Decide && sub.Group == "" {
 		return fmt.Errorf("decide needs a group: verdicts come from consumer groups")
 	}
+	if sub.Order != pb.Order_ORDER_UNSPECIFIED {
+		switch {
+		case !defined(sub.Order):
+			return fmt.Errorf("order %d: unknown", sub.Order)
+		case sub.Group == "":
+			return fmt.Errorf("order needs a group: a live tail gets events in log order already")
+		case sub.Decide:
+			return fmt.Errorf("order and decide: a before-callback cannot wait behind its IM group's earlier events, its IM server is waiting")
+		}
+	}
 	if sub.GetMaxInFlight() > MaxInFlight {
 		return fmt.Errorf("max_in_flight %d: at most %d", sub.GetMaxInFlight(), MaxInFlight)
 	}

@@ -26,6 +26,8 @@ const (
 	metaFilter        = "imbridge.filter"
 	metaDecide        = "imbridge.decide"
 	metaMaxDeliveries = "imbridge.max_deliveries" // absent in groups made before it: DefaultMaxDeliveries
+	metaOrder         = "imbridge.order"          // absent: unordered
+	metaOrderIMGroup  = "im_group"
 )
 
 // joinGroup finds or creates a group's durable consumer and counts the member in. It returns the
@@ -75,8 +77,15 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
 	}
-	if sub.AckWait == nil || sub.MaxDeliveries == 0 {
+	if sub.Order != pb.Order_ORDER_UNSPECIFIED && have.Order != sub.Order {
+		// An ordered group is read by one instance at a time through a pinned JetStream consumer
+		// (ordered.go); members elsewhere may be pulling as the group was.
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"consumer group %s exists with order %v: the order of a group is fixed when it is created (delete the group to change it)", sub.Group, have.Order)
+	}
+	if sub.AckWait == nil || sub.MaxDeliveries == 0 || sub.Order != have.Order {
 		sub = proto.CloneOf(sub)
+		sub.Order = have.Order // unset: the group's
 		if sub.AckWait == nil {
 			sub.AckWait = have.AckWait // unset: the group's
 		}
@@ -84,11 +93,14 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 			sub.MaxDeliveries = have.MaxDeliveries
 		}
 	}
+	if sub.Order != pb.Order_ORDER_UNSPECIFIED && sub.Decide {
+		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s is ordered (order %v): it cannot decide, a before-callback cannot wait behind its IM group's earlier events", sub.Group, sub.Order)
+	}
 	if sameSettings(have, sub) {
 		// The member's own fields (group, max_in_flight; start, which an existing group ignores)
 		// with the group's settings as stored.
 		joined := proto.CloneOf(sub)
-		joined.Filter, joined.Decide, joined.AckWait, joined.MaxDeliveries = have.Filter, have.Decide, have.AckWait, have.MaxDeliveries
+		joined.Filter, joined.Decide, joined.AckWait, joined.MaxDeliveries, joined.Order = have.Filter, have.Decide, have.AckWait, have.MaxDeliveries, have.Order
 		return joined, nil
 	}
 	if inUse {
@@ -103,6 +115,7 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 			"consumer group %s exists with other settings (filter %v, decide %v, ack_wait %v, max_deliveries %d); subscriber %s may not replace them (scope admin)",
 			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), have.MaxDeliveries, p.Name)
 	}
+	want = groupConfig(sub) // with the group's order
 	cfg := info.Config
 	cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject, cfg.Metadata = want.AckWait, want.FilterSubjects, "", want.Metadata
 	if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
@@ -132,6 +145,12 @@ func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
 			metaDecide:        decide,
 			metaMaxDeliveries: strconv.Itoa(maxDeliveriesOf(sub)),
 		},
+	}
+	if sub.Order == pb.Order_ORDER_IM_GROUP {
+		cfg.Metadata[metaOrder] = metaOrderIMGroup
+		cfg.PriorityGroups = []string{pinGroup}
+		cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cfg.PinnedTTL = pinnedTTL
 	}
 	// A new decider group judges live callbacks; working through stored history first would make
 	// them all time out.
@@ -177,7 +196,16 @@ func settingsOf(cfg jetstream.ConsumerConfig) (*pb.Subscription, error) {
 		}
 		maxDeliveries = n
 	}
+	order := pb.Order_ORDER_UNSPECIFIED
+	switch raw := cfg.Metadata[metaOrder]; raw {
+	case "":
+	case metaOrderIMGroup:
+		order = pb.Order_ORDER_IM_GROUP
+	default:
+		return nil, fmt.Errorf("stored order %q: unknown", raw)
+	}
 	return &pb.Subscription{
+		Order:         order,
 		Filter:        f,
 		Decide:        cfg.Metadata[metaDecide] == "true",
 		AckWait:       durationpb.New(cfg.AckWait),

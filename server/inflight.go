@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -160,6 +161,10 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		}
 		return nil
 	}
+	if m.dispatch != nil {
+		m.dispatch.add(send, delivered) // an ordered group's members count their deliveries
+		return nil
+	}
 	m.gm.deliveries.Add(float64(len(send)))
 	if delivered > 1 {
 		m.gm.redeliveries.Add(float64(len(send)))
@@ -192,6 +197,7 @@ type outgoing struct {
 	size     int    // as stored
 	seq      uint64
 	trace    map[string]string // the callback's trace context, when tracing
+	key      string            // its IM group, for an ordered group's reader
 }
 
 // events returns the events of a log message (its header, payload and stream sequence) this member
@@ -228,6 +234,9 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 		if matches(m.sub.GetFilter(), ev) {
 			ev.Sequence = seq
 			o := outgoing{id: ev.Id, response: &pb.SubscribeResponse{Response: &pb.SubscribeResponse_Event{Event: ev}}, size: len(b), seq: seq, trace: ev.TraceContext}
+			if m.dispatch != nil {
+				o.key = orderKey(ev)
+			}
 			if m.sub.Group != "" {
 				o.raw = b // for a dead letter
 			}
@@ -250,8 +259,15 @@ func (m *member) unreadable(subject string, seq uint64, bad int, err error) {
 }
 
 // waitFree blocks until the member has a free slot and holds less than maxBytes, and returns how
-// many slots and bytes it has free; 0 slots when ctx ends.
+// many slots and bytes it has free; 0 slots when ctx ends, or, for a pinned reader, after
+// pinKeepAlive without room.
 func (m *member) waitFree(ctx context.Context) (slots, bytes int) {
+	var keepPin <-chan time.Time // a pinned reader's: it pulls now and then to keep its pin
+	if m.pinned {
+		t := time.NewTimer(pinKeepAlive)
+		defer t.Stop()
+		keepPin = t.C
+	}
 	for ctx.Err() == nil {
 		m.mu.Lock()
 		slots, bytes = m.max-len(m.pending), m.maxBytes-m.heldBytes
@@ -262,6 +278,8 @@ func (m *member) waitFree(ctx context.Context) (slots, bytes int) {
 		select {
 		case <-m.freed:
 		case <-ctx.Done():
+		case <-keepPin:
+			return 0, 0
 		}
 	}
 	return 0, 0
@@ -271,6 +289,10 @@ func (m *member) waitFree(ctx context.Context) (slots, bytes int) {
 // acks a log message once all its events are settled. A decider's plain ack counts as an allow. Ids
 // not pending (acked already, or never delivered to this member) are ignored.
 func (m *member) ack(v *pb.Verdict, ids ...string) {
+	if m.ordered != nil {
+		m.ordered.settle(m, ids, nil) // an ordered group does not decide
+		return
+	}
 	var outBuf [1]settled
 	var doneBuf [1]*record
 	out, done := m.settle(ids, nil, outBuf[:0], doneBuf[:0])
@@ -308,6 +330,10 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 // nack settles delivered events the subscriber could not handle: their records go back to the group
 // (after delay) once the rest of each is settled, and come back with only the events not acked.
 func (m *member) nack(reason string, delay time.Duration, ids ...string) {
+	if m.ordered != nil {
+		m.ordered.settle(m, ids, &nackInfo{reason: reason, delay: delay})
+		return
+	}
 	out, done := m.settle(ids, &nackInfo{reason: reason, delay: delay}, nil, nil)
 	if len(out) == 0 {
 		return
@@ -431,6 +457,8 @@ func (m *member) release() {
 	clear(m.pending)
 	m.heldBytes = 0
 	m.mu.Unlock()
+	// In log order: the log delivers what is handed back in the order it came back.
+	slices.SortFunc(recs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	for _, rec := range recs {
 		m.letGo(rec)
 	}

@@ -34,8 +34,17 @@ func (m *member) fetch(ctx context.Context) error {
 	whole := false // the next record is larger than what is free: take it alone
 	for {
 		free, freeBytes := m.waitFree(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
 		if free == 0 {
-			return nil // ctx ended
+			// A pinned reader without room: a pull request that takes nothing keeps its pin.
+			if m.pinID != "" {
+				if _, _, err := m.pull(ctx, nc, next, sub.Subject, msgs, 0, 0); err != nil {
+					return err
+				}
+			}
+			continue
 		}
 		// Records hold one event under light load and up to maxRecordEvents under heavy load: ask
 		// for as many records as fit at the recent average size, and at least one. A burst of records
@@ -72,10 +81,29 @@ const (
 // pull sends one pull request for n records of at most maxBytes in all and delivers them as they
 // come, until n have come, the log ends the request (it expired, or the next record would pass
 // maxBytes: tooBig) or ctx ends. It returns how many records came.
+//
+// n == 0 asks for nothing: a request that returns at once, for a pinned reader to keep its pin.
 func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n, maxBytes int) (got int, tooBig bool, err error) {
-	req := fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d}`, n, pullExpires, pullHeartbeat)
-	if maxBytes > 0 {
-		req = fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d}`, n, maxBytes, pullExpires, pullHeartbeat)
+	var req []byte
+	switch {
+	case n == 0:
+		// No record is 1 byte long: the log answers 409 (too big) or 404 (nothing) at once, or 423
+		// when the pin is gone.
+		req = fmt.Appendf(nil, `{"batch":1,"max_bytes":1,"no_wait":true,"expires":%d`, pullHeartbeat)
+	case maxBytes > 0:
+		req = fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d`, n, maxBytes, pullExpires, pullHeartbeat)
+	default:
+		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d`, n, pullExpires, pullHeartbeat)
+	}
+	if m.pinned {
+		req = fmt.Appendf(req, `,"group":%q`, pinGroup)
+		if m.pinID != "" {
+			req = fmt.Appendf(req, `,"id":%q`, m.pinID)
+		}
+	}
+	req = append(req, '}')
+	if n == 0 {
+		n = 1 // ends with the status
 	}
 	// A record that uses the request's max_bytes up exactly ends it with no status at all: the
 	// bytes left are counted here as the log counts them (Msg.Size: subject, reply, headers, data).
@@ -99,6 +127,9 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 			} else {
 				got++
 				left -= msg.Size()
+				if m.pinned && m.keepPin(msg.Header.Get(pinHeader)) {
+					m.dispatch.pinned(ctx)
+				}
 				if err := m.handle(ctx, msg); err != nil {
 					return got, false, err
 				}
@@ -133,10 +164,28 @@ func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
 		return false, nil
 	case code == "409" && why == "Leadership Change":
 		return true, nil
+	case code == "423": // a pinned reader whose pin went to another instance (it timed out)
+		m.pinID = ""
+		return true, nil
 	case code == "503": // no responders
 		why = "the consumer is gone from the event log"
 	}
 	return true, status.Errorf(codes.Unavailable, "consumer group %s: %s %s", m.sub.Group, code, why)
+}
+
+// pinHeader carries, on each record delivered to an ordered group's pinned reader, its pin.
+const pinHeader = "Nats-Pin-Id"
+
+// keepPin keeps the pin the log gave this reader, to send with its pull requests, and reports
+// whether it is a new one. The pin is outside input: only a NUID-like token is kept.
+func (m *member) keepPin(id string) bool {
+	if id == m.pinID || id == "" || len(id) > 64 || strings.ContainsFunc(id, func(r rune) bool {
+		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
+	}) {
+		return false
+	}
+	m.pinID = id
+	return true
 }
 
 // pullStatus reports the status code of a message from the log that carries no record: a heartbeat,

@@ -94,6 +94,10 @@ type Server struct {
 
 	groupsMu     sync.Mutex     // serializes joining groups, so that settings are checked and set at once
 	groupMembers map[string]int // members connected here, by group; guarded by groupsMu
+	// ordered holds the readers of ordered groups with members here, and orderedStopped, of those
+	// stopping, when each will have stopped (ordered.go); guarded by groupsMu.
+	ordered        map[string]*orderedGroup
+	orderedStopped map[string]chan struct{}
 
 	// stop ends every subscriber stream at shutdown, so that GracefulStop does not wait on them.
 	stopCtx context.Context
@@ -154,7 +158,9 @@ func New(opts Options) (*Server, error) {
 
 		maxEventBytes: int(min(opts.Log.MaxMessageBytes()-logHeaderRoom, MaxDeliveredEventBytes)),
 
-		groupMembers: map[string]int{},
+		groupMembers:   map[string]int{},
+		ordered:        map[string]*orderedGroup{},
+		orderedStopped: map[string]chan struct{}{},
 	}
 	if w := cmp.Or(opts.DedupWindow, DefaultDedupWindow); w > 0 {
 		s.dedup = newDedupTable(w)

@@ -46,7 +46,8 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopCtx, cancel)()
 
-	m := &member{s: s, stream: stream, pending: map[string]*record{}, records: map[uint64]*record{}, leaving: map[uint64]chan struct{}{}, recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes}
+	m := newMember(s, sub)
+	m.stream = stream
 	var tailMsgs jetstream.MessagesContext // a live tail's; groups fetch instead
 	if sub.Group == "" {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter()))}
@@ -75,6 +76,9 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		m.max = int(sub.GetMaxInFlight())
 		if m.max <= 0 {
 			m.max = DefaultMaxInFlight
+		}
+		if m.sub.Order == pb.Order_ORDER_IM_GROUP {
+			defer s.joinOrdered(m)()
 		}
 	}
 	m.exact = subjectExact(m.sub.GetFilter())
@@ -106,9 +110,12 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 			cancel()
 		}
 	}()
-	if tailMsgs != nil {
+	switch {
+	case tailMsgs != nil:
 		err = m.tail(ctx, tailMsgs)
-	} else {
+	case m.ordered != nil:
+		err = m.serveOrdered(ctx)
+	default:
 		err = m.fetch(ctx)
 		m.release()
 	}
@@ -161,7 +168,14 @@ func nonCatchAll(subjects []string) []string {
 	return subjects
 }
 
-// member is one connected subscriber.
+func newMember(s *Server, sub *pb.Subscription) *member {
+	return &member{
+		s: s, sub: sub, pending: map[string]*record{}, records: map[uint64]*record{}, leaving: map[uint64]chan struct{}{},
+		recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes,
+	}
+}
+
+// member is one connected subscriber, or the reader of an ordered group (ordered.go).
 type member struct {
 	s        *Server
 	sub      *pb.Subscription // the group's settings for a group member
@@ -188,6 +202,15 @@ type member struct {
 	ackWait    time.Duration // the group's
 	// maxDeliveries is the group's: a record delivered more often is dead-lettered.
 	maxDeliveries int
+
+	// A member of an ordered group gets its events from the group's reader here, and holds ordOut
+	// of them (guarded by ordered.mu). The reader hands the events it fetches to dispatch, and pulls
+	// pinned: pinID is the pin the log gave it (fetch's goroutine only).
+	ordered  *orderedGroup
+	ordOut   int
+	dispatch *orderedGroup
+	pinned   bool
+	pinID    string
 }
 
 // receive handles acks and verdicts until the stream ends. When the subscriber closes its side
@@ -238,6 +261,13 @@ func (m *member) receive(ctx context.Context) error {
 func (m *member) goReadOnly() {
 	if m.undecide != nil {
 		m.undecide()
+	}
+	if m.ordered != nil {
+		m.mu.Lock()
+		m.readOnly = true
+		m.mu.Unlock()
+		m.ordered.ackHeld(m)
+		return
 	}
 	m.mu.Lock()
 	m.readOnly = true

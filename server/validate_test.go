@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,24 +175,78 @@ func FuzzGroupSettings(f *testing.F) {
 	for _, sub := range []*pb.Subscription{
 		{Group: "g"},
 		{Group: "d", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}, GroupIds: []string{"G1"}}},
+		{Group: "o", Order: pb.Order_ORDER_IM_GROUP, MaxDeliveries: 3},
 	} {
 		cfg := groupConfig(sub)
-		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide], cfg.Metadata[metaMaxDeliveries])
+		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide], cfg.Metadata[metaMaxDeliveries], cfg.Metadata[metaOrder])
 	}
-	f.Add("////", "true", "-1")
-	f.Add("", "false", "99999999999999999999")
-	f.Fuzz(func(t *testing.T, filter, decide, maxDeliveries string) {
-		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: map[string]string{metaFilter: filter, metaDecide: decide, metaMaxDeliveries: maxDeliveries}})
+	f.Add("////", "true", "-1", "im_group ")
+	f.Add("", "false", "99999999999999999999", "")
+	f.Fuzz(func(t *testing.T, filter, decide, maxDeliveries, order string) {
+		md := map[string]string{metaFilter: filter, metaDecide: decide, metaMaxDeliveries: maxDeliveries}
+		if order != "" {
+			md[metaOrder] = order
+		}
+		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: md})
 		if err != nil {
 			return
 		}
 		if have.MaxDeliveries < 1 || have.MaxDeliveries > MaxDeliveries {
 			t.Fatalf("max_deliveries %d read back from %q", have.MaxDeliveries, maxDeliveries)
 		}
-		again, err := settingsOf(groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide, MaxDeliveries: have.MaxDeliveries}))
-		if err != nil || !sameSettings(again, have) {
+		again, err := settingsOf(groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide, MaxDeliveries: have.MaxDeliveries, Order: have.Order}))
+		if err != nil || !sameSettings(again, have) || again.Order != have.Order {
 			t.Fatalf("settings %v stored again read back as %v, %v", have, again, err)
 		}
+	})
+}
+
+func TestOrderKey(t *testing.T) {
+	raw := func(body string) *pb.Event {
+		return &pb.Event{Kind: pb.EventKind_EVENT_KIND_RAW, RawBody: []byte(body)}
+	}
+	for _, tc := range []struct {
+		ev   *pb.Event
+		want string
+	}{
+		{&pb.Event{Kind: pb.EventKind_EVENT_KIND_MEMBER_QUIT, Payload: &pb.Event_MemberQuit{MemberQuit: &pb.MemberQuit{GroupId: "q1"}}}, "q1"},
+		{&pb.Event{Kind: pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED, Payload: &pb.Event_GroupInfoChanged{GroupInfoChanged: &pb.GroupInfoChanged{GroupId: "c1"}}}, "c1"},
+		{raw(`{"callbackCommand":"callbackAfterJoinGroupCommand","groupID":"o1","userID":"u"}`), "o1"}, // OpenIM
+		{raw(`{"CallbackCommand":"Group.CallbackAfterNewMemberJoin","GroupId":"@TGS#t1"}`), "@TGS#t1"}, // Tencent
+		{raw(`{"userID":"u"}`), ""},
+		{raw(`{"groupID":42}`), ""},
+		{raw(`not json`), ""},
+		{&pb.Event{Kind: pb.EventKind_EVENT_KIND_MEMBER_QUIT, RawBody: []byte(`{"groupID":"x"}`)}, ""}, // typed, without its payload
+	} {
+		if got := orderKey(tc.ev); got != tc.want {
+			t.Errorf("orderKey(%s %s) = %q; want %q", tc.ev.Kind, tc.ev.RawBody, got, tc.want)
+		}
+	}
+}
+
+// FuzzOrderKey: an ordered group's reader reads the IM group from raw bodies, outside input: it
+// never panics, and a key it finds is the string value of a top-level groupID / GroupId member of
+// the body, as a generic decoding reads it.
+func FuzzOrderKey(f *testing.F) {
+	f.Add([]byte(`{"groupID":"g1"}`))
+	f.Add([]byte(`{"GroupId":"@TGS#1","GroupID":"other"}`))
+	f.Add([]byte(`{"groupID":null}`))
+	f.Add([]byte(`{"groupID":"\u00e9\ud800"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		key := orderKey(&pb.Event{Kind: pb.EventKind_EVENT_KIND_RAW, RawBody: body})
+		if key == "" {
+			return
+		}
+		var generic map[string]any
+		if err := json.Unmarshal(body, &generic); err != nil {
+			t.Fatalf("key %q from a body that is no JSON object: %v", key, err)
+		}
+		for name, v := range generic {
+			if strings.EqualFold(name, "groupID") && v == key {
+				return
+			}
+		}
+		t.Fatalf("key %q is no groupID of %s", key, body)
 	})
 }
 

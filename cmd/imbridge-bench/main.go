@@ -42,6 +42,7 @@ type config struct {
 	Profile     string        `json:"-"`
 	Scenarios   []string      `json:"scenarios"`
 	Auth        bool          `json:"auth"`
+	OrderEvents int           `json:"order_events"`
 	auth        *benchAuth    // set by run when Auth
 }
 
@@ -71,7 +72,8 @@ func main() {
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
 	flag.StringVar(&cfg.Profile, "profile", "", "save the bridge's CPU profile, allocations and execution trace of each measured run in this directory (for diagnosis: tracing slows the bridge)")
-	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog", "which scenarios to run (the baseline always runs)")
+	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order", "which scenarios to run (the baseline always runs)")
+	flag.IntVar(&cfg.OrderEvents, "order-events", 40000, "events (over 1000 IM groups) stored before 4 members of a group drain them, ordered and not")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the bridge with authentication on: OpenIM Basic credentials and a path secret, a token for every subscriber")
 	flag.Parse()
@@ -182,7 +184,68 @@ func run(cfg config) (*report, error) {
 		}
 		rep.metric("backlog", fmt.Sprintf("drain of %d stored events", cfg.Backlog), rate, "events/s", ">= 100000", rate >= 100000)
 	}
+	if cfg.wants("order") {
+		var rates [2]float64
+		for i, order := range []pb.Order{pb.Order_ORDER_UNSPECIFIED, pb.Order_ORDER_IM_GROUP} {
+			step("order " + order.String())
+			rate, err := orderedDrain(ctx, cfg, dataDir("order-"+order.String()), order)
+			if err != nil {
+				return nil, err
+			}
+			rates[i] = rate
+		}
+		what := fmt.Sprintf("drain of %d stored events of 1000 IM groups by 4 members", cfg.OrderEvents)
+		rep.metric("order", what+", unordered", rates[0], "events/s", "", true)
+		rep.metric("order", what+", ordered per IM group", rates[1], "events/s", "", true)
+		rep.metric("order", "ordered / unordered", rates[1]/rates[0], "x", "", true)
+	}
 	return rep, nil
+}
+
+// orderedDrain stores cfg.OrderEvents after-callbacks about 1000 IM groups, then drains them with a
+// group of 4 members ordered as asked, and returns the events delivered per second.
+func orderedDrain(ctx context.Context, cfg config, dir string, order pb.Order) (float64, error) {
+	var rate float64
+	err := withBridge(cfg, dir, false, 0, nil, func(br *server, _ *receipts) error {
+		ex := examples.Must("openim-after-quit-group")
+		var reqs []request
+		for i := range 1000 {
+			body, err := withGroupID(ex.Body, fmt.Sprintf("bench-group-%d", i))
+			if err != nil {
+				return err
+			}
+			reqs = append(reqs, buildRequest(br.httpAddr, cfg.auth.openimPath(ex.Command), cfg.auth.openimHeader(), body))
+		}
+		if _, err := load(ctx, br.httpAddr, reqs, cfg.Conns, 0, time.Hour, cfg.OrderEvents); err != nil {
+			return err
+		}
+		rec := &receipts{}
+		defer profile(cfg, br, "order-"+order.String())()
+		start := time.Now()
+		for range 4 {
+			sub, err := subscribe(br.grpcAddr, cfg.auth, &pb.Subscription{Group: "drain", Order: order, MaxInFlight: 256}, rec)
+			if err != nil {
+				return err
+			}
+			defer sub.close()
+		}
+		if !waitFor(func() bool { return rec.received.Load() >= int64(cfg.OrderEvents) }, 5*time.Minute) {
+			return fmt.Errorf("drained %d of %d events", rec.received.Load(), cfg.OrderEvents)
+		}
+		rate = float64(cfg.OrderEvents) / time.Since(start).Seconds()
+		return nil
+	})
+	return rate, err
+}
+
+// withGroupID is an OpenIM callback body with its groupID replaced.
+func withGroupID(body []byte, id string) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	m["groupID"] = id
+	return json.Marshal(m)
 }
 
 func step(name string) { fmt.Fprintf(os.Stderr, "bench: %s\n", name) }

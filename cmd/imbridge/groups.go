@@ -116,11 +116,15 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 
 func printGroups(out io.Writer, groups []*pb.Group) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tDECIDE\tMEMBERS HERE\tPENDING\tUNACKED\tREDELIVERED\tACK FLOOR\tFILTER")
+	fmt.Fprintln(tw, "GROUP\tDECIDE\tMEMBERS HERE\tPENDING\tUNACKED\tREDELIVERED\tACK FLOOR\tORDER\tFILTER")
 	for _, g := range groups {
 		filter, _ := protojson.Marshal(g.GetFilter())
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\t%d\t%s\t%s\n", g.GetName(), g.GetDecide(), g.GetMembersHere(),
-			g.GetPendingRecords(), g.GetUnackedRecords(), g.GetRedeliveredRecords(), strconv.FormatUint(g.GetAckFloorSequence(), 10), filter)
+		order := "-"
+		if g.GetOrder() == pb.Order_ORDER_IM_GROUP {
+			order = "im-group"
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", g.GetName(), g.GetDecide(), g.GetMembersHere(),
+			g.GetPendingRecords(), g.GetUnackedRecords(), g.GetRedeliveredRecords(), strconv.FormatUint(g.GetAckFloorSequence(), 10), order, filter)
 	}
 	return tw.Flush()
 }

@@ -531,6 +531,25 @@ func TestGroupsCommand(t *testing.T) {
 		}
 		return g
 	}
+	// tail --ordered makes an ordered group, which the list shows.
+	tctx, stopTail := context.WithCancel(t.Context())
+	defer stopTail()
+	tailCmd := exec.CommandContext(tctx, binary(t), "tail", "--group", "ordered", "--ordered", "--server", p.grpcAddr)
+	if err := tailCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer tailCmd.Wait() //nolint:errcheck // killed
+	bridgetest.WaitFor(t, "tail --ordered joined", func() bool {
+		out, err := run("groups", "show", "ordered")
+		return err == nil && group(out).GetMembersHere() == 1
+	})
+	if out, err := run("groups", "show", "ordered"); err != nil || group(out).GetOrder() != pb.Order_ORDER_IM_GROUP {
+		t.Errorf("groups show of tail --ordered's group: %v\n%s; want order ORDER_IM_GROUP", err, out)
+	}
+	if out, err := run("groups", "list"); err != nil || !regexp.MustCompile(`(?m)^ordered\s+false\s+1\s+.*\sim-group\s`).MatchString(out) {
+		t.Errorf("groups list: %v\n%s; want the ordered group with im-group", err, out)
+	}
+	stopTail()
 	if out, err := run("groups", "show", "audit"); err != nil || group(out).GetName() != "audit" || group(out).GetUnackedRecords() != 1 {
 		t.Errorf("groups show: %v\n%s", err, out)
 	}

@@ -35,11 +35,15 @@ func tail(ctx context.Context, args []string) error {
 	fs.Var(&groupIDs, "group-id", "IM group ids (repeatable, comma-separated)")
 	from := fs.String("from", "", "start at the first event stored at or after this time (RFC 3339, or a duration ago: 2h); a live tail or a new group")
 	fromSeq := fs.Uint64("from-seq", 0, "start at this stream sequence (Event.sequence); a live tail or a new group")
+	ordered := fs.Bool("ordered", false, "with --group: a new group delivers the events of each IM group one at a time, in log order")
 	dial := grpcClientFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	sub := &pb.Subscription{Group: *group, StartSequence: *fromSeq}
+	if *ordered {
+		sub.Order = pb.Order_ORDER_IM_GROUP
+	}
 	if *from != "" {
 		t, err := parseWhen(*from, time.Now())
 		if err != nil {

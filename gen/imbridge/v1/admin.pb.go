@@ -134,6 +134,8 @@ type Group struct {
 	Created *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created,proto3" json:"created,omitempty"`
 	// Deliveries of an event before it becomes a dead letter (Subscription.max_deliveries).
 	MaxDeliveries uint32 `protobuf:"varint,12,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	// How the group orders deliveries (Subscription.order).
+	Order         Order `protobuf:"varint,13,opt,name=order,proto3,enum=imbridge.v1.Order" json:"order,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -250,6 +252,13 @@ func (x *Group) GetMaxDeliveries() uint32 {
 		return x.MaxDeliveries
 	}
 	return 0
+}
+
+func (x *Group) GetOrder() Order {
+	if x != nil {
+		return x.Order
+	}
+	return Order_ORDER_UNSPECIFIED
 }
 
 // GetGroupRequest names a group.
@@ -1027,7 +1036,7 @@ const file_imbridge_v1_admin_proto_rawDesc = "" +
 	"\x17imbridge/v1/admin.proto\x12\vimbridge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imbridge/v1/event.proto\x1a imbridge/v1/events_service.proto\"\x13\n" +
 	"\x11ListGroupsRequest\"@\n" +
 	"\x12ListGroupsResponse\x12*\n" +
-	"\x06groups\x18\x01 \x03(\v2\x12.imbridge.v1.GroupR\x06groups\"\xfb\x03\n" +
+	"\x06groups\x18\x01 \x03(\v2\x12.imbridge.v1.GroupR\x06groups\"\xa5\x04\n" +
 	"\x05Group\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06filter\x18\x02 \x01(\v2\x18.imbridge.v1.EventFilterR\x06filter\x12\x16\n" +
@@ -1041,7 +1050,8 @@ const file_imbridge_v1_admin_proto_rawDesc = "" +
 	"\x12delivered_sequence\x18\n" +
 	" \x01(\x04R\x11deliveredSequence\x124\n" +
 	"\acreated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12%\n" +
-	"\x0emax_deliveries\x18\f \x01(\rR\rmaxDeliveries\"%\n" +
+	"\x0emax_deliveries\x18\f \x01(\rR\rmaxDeliveries\x12(\n" +
+	"\x05order\x18\r \x01(\x0e2\x12.imbridge.v1.OrderR\x05order\"%\n" +
 	"\x0fGetGroupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
 	"\x12DeleteGroupRequest\x12\x12\n" +
@@ -1136,45 +1146,47 @@ var file_imbridge_v1_admin_proto_goTypes = []any{
 	(*EventFilter)(nil),                // 15: imbridge.v1.EventFilter
 	(*durationpb.Duration)(nil),        // 16: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
-	(Source)(0),                        // 18: imbridge.v1.Source
-	(Phase)(0),                         // 19: imbridge.v1.Phase
-	(EventKind)(0),                     // 20: imbridge.v1.EventKind
-	(*Event)(nil),                      // 21: imbridge.v1.Event
+	(Order)(0),                         // 18: imbridge.v1.Order
+	(Source)(0),                        // 19: imbridge.v1.Source
+	(Phase)(0),                         // 20: imbridge.v1.Phase
+	(EventKind)(0),                     // 21: imbridge.v1.EventKind
+	(*Event)(nil),                      // 22: imbridge.v1.Event
 }
 var file_imbridge_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: imbridge.v1.ListGroupsResponse.groups:type_name -> imbridge.v1.Group
 	15, // 1: imbridge.v1.Group.filter:type_name -> imbridge.v1.EventFilter
 	16, // 2: imbridge.v1.Group.ack_wait:type_name -> google.protobuf.Duration
 	17, // 3: imbridge.v1.Group.created:type_name -> google.protobuf.Timestamp
-	17, // 4: imbridge.v1.ResetGroupRequest.time:type_name -> google.protobuf.Timestamp
-	17, // 5: imbridge.v1.DeadLetter.stored:type_name -> google.protobuf.Timestamp
-	17, // 6: imbridge.v1.DeadLetter.dead_lettered:type_name -> google.protobuf.Timestamp
-	18, // 7: imbridge.v1.DeadLetter.source:type_name -> imbridge.v1.Source
-	19, // 8: imbridge.v1.DeadLetter.phase:type_name -> imbridge.v1.Phase
-	20, // 9: imbridge.v1.DeadLetter.kind:type_name -> imbridge.v1.EventKind
-	21, // 10: imbridge.v1.DeadLetter.event:type_name -> imbridge.v1.Event
-	7,  // 11: imbridge.v1.ListDeadLettersResponse.dead_letters:type_name -> imbridge.v1.DeadLetter
-	0,  // 12: imbridge.v1.AdminService.ListGroups:input_type -> imbridge.v1.ListGroupsRequest
-	3,  // 13: imbridge.v1.AdminService.GetGroup:input_type -> imbridge.v1.GetGroupRequest
-	4,  // 14: imbridge.v1.AdminService.DeleteGroup:input_type -> imbridge.v1.DeleteGroupRequest
-	6,  // 15: imbridge.v1.AdminService.ResetGroup:input_type -> imbridge.v1.ResetGroupRequest
-	8,  // 16: imbridge.v1.AdminService.ListDeadLetters:input_type -> imbridge.v1.ListDeadLettersRequest
-	10, // 17: imbridge.v1.AdminService.GetDeadLetter:input_type -> imbridge.v1.GetDeadLetterRequest
-	11, // 18: imbridge.v1.AdminService.RedriveDeadLetters:input_type -> imbridge.v1.RedriveDeadLettersRequest
-	13, // 19: imbridge.v1.AdminService.PurgeDeadLetters:input_type -> imbridge.v1.PurgeDeadLettersRequest
-	1,  // 20: imbridge.v1.AdminService.ListGroups:output_type -> imbridge.v1.ListGroupsResponse
-	2,  // 21: imbridge.v1.AdminService.GetGroup:output_type -> imbridge.v1.Group
-	5,  // 22: imbridge.v1.AdminService.DeleteGroup:output_type -> imbridge.v1.DeleteGroupResponse
-	2,  // 23: imbridge.v1.AdminService.ResetGroup:output_type -> imbridge.v1.Group
-	9,  // 24: imbridge.v1.AdminService.ListDeadLetters:output_type -> imbridge.v1.ListDeadLettersResponse
-	7,  // 25: imbridge.v1.AdminService.GetDeadLetter:output_type -> imbridge.v1.DeadLetter
-	12, // 26: imbridge.v1.AdminService.RedriveDeadLetters:output_type -> imbridge.v1.RedriveDeadLettersResponse
-	14, // 27: imbridge.v1.AdminService.PurgeDeadLetters:output_type -> imbridge.v1.PurgeDeadLettersResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	18, // 4: imbridge.v1.Group.order:type_name -> imbridge.v1.Order
+	17, // 5: imbridge.v1.ResetGroupRequest.time:type_name -> google.protobuf.Timestamp
+	17, // 6: imbridge.v1.DeadLetter.stored:type_name -> google.protobuf.Timestamp
+	17, // 7: imbridge.v1.DeadLetter.dead_lettered:type_name -> google.protobuf.Timestamp
+	19, // 8: imbridge.v1.DeadLetter.source:type_name -> imbridge.v1.Source
+	20, // 9: imbridge.v1.DeadLetter.phase:type_name -> imbridge.v1.Phase
+	21, // 10: imbridge.v1.DeadLetter.kind:type_name -> imbridge.v1.EventKind
+	22, // 11: imbridge.v1.DeadLetter.event:type_name -> imbridge.v1.Event
+	7,  // 12: imbridge.v1.ListDeadLettersResponse.dead_letters:type_name -> imbridge.v1.DeadLetter
+	0,  // 13: imbridge.v1.AdminService.ListGroups:input_type -> imbridge.v1.ListGroupsRequest
+	3,  // 14: imbridge.v1.AdminService.GetGroup:input_type -> imbridge.v1.GetGroupRequest
+	4,  // 15: imbridge.v1.AdminService.DeleteGroup:input_type -> imbridge.v1.DeleteGroupRequest
+	6,  // 16: imbridge.v1.AdminService.ResetGroup:input_type -> imbridge.v1.ResetGroupRequest
+	8,  // 17: imbridge.v1.AdminService.ListDeadLetters:input_type -> imbridge.v1.ListDeadLettersRequest
+	10, // 18: imbridge.v1.AdminService.GetDeadLetter:input_type -> imbridge.v1.GetDeadLetterRequest
+	11, // 19: imbridge.v1.AdminService.RedriveDeadLetters:input_type -> imbridge.v1.RedriveDeadLettersRequest
+	13, // 20: imbridge.v1.AdminService.PurgeDeadLetters:input_type -> imbridge.v1.PurgeDeadLettersRequest
+	1,  // 21: imbridge.v1.AdminService.ListGroups:output_type -> imbridge.v1.ListGroupsResponse
+	2,  // 22: imbridge.v1.AdminService.GetGroup:output_type -> imbridge.v1.Group
+	5,  // 23: imbridge.v1.AdminService.DeleteGroup:output_type -> imbridge.v1.DeleteGroupResponse
+	2,  // 24: imbridge.v1.AdminService.ResetGroup:output_type -> imbridge.v1.Group
+	9,  // 25: imbridge.v1.AdminService.ListDeadLetters:output_type -> imbridge.v1.ListDeadLettersResponse
+	7,  // 26: imbridge.v1.AdminService.GetDeadLetter:output_type -> imbridge.v1.DeadLetter
+	12, // 27: imbridge.v1.AdminService.RedriveDeadLetters:output_type -> imbridge.v1.RedriveDeadLettersResponse
+	14, // 28: imbridge.v1.AdminService.PurgeDeadLetters:output_type -> imbridge.v1.PurgeDeadLettersResponse
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_imbridge_v1_admin_proto_init() }

@@ -72,6 +72,57 @@ func (StartPosition) EnumDescriptor() ([]byte, []int) {
 	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{0}
 }
 
+// Order is how a consumer group orders its deliveries.
+type Order int32
+
+const (
+	// No order: events go to whichever member has room, as many at once as the members take.
+	Order_ORDER_UNSPECIFIED Order = 0
+	// Per IM group (Event's GroupInfoChanged.group_id, MemberQuit.group_id, or the raw body's
+	// groupID / GroupId): one event of an IM group in flight at a time, in log order. Events without
+	// an IM group are not ordered.
+	Order_ORDER_IM_GROUP Order = 1
+)
+
+// Enum value maps for Order.
+var (
+	Order_name = map[int32]string{
+		0: "ORDER_UNSPECIFIED",
+		1: "ORDER_IM_GROUP",
+	}
+	Order_value = map[string]int32{
+		"ORDER_UNSPECIFIED": 0,
+		"ORDER_IM_GROUP":    1,
+	}
+)
+
+func (x Order) Enum() *Order {
+	p := new(Order)
+	*p = x
+	return p
+}
+
+func (x Order) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Order) Descriptor() protoreflect.EnumDescriptor {
+	return file_imbridge_v1_events_service_proto_enumTypes[1].Descriptor()
+}
+
+func (Order) Type() protoreflect.EnumType {
+	return &file_imbridge_v1_events_service_proto_enumTypes[1]
+}
+
+func (x Order) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Order.Descriptor instead.
+func (Order) EnumDescriptor() ([]byte, []int) {
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Decision is allow or refuse.
 type Decision int32
 
@@ -109,11 +160,11 @@ func (x Decision) String() string {
 }
 
 func (Decision) Descriptor() protoreflect.EnumDescriptor {
-	return file_imbridge_v1_events_service_proto_enumTypes[1].Descriptor()
+	return file_imbridge_v1_events_service_proto_enumTypes[2].Descriptor()
 }
 
 func (Decision) Type() protoreflect.EnumType {
-	return &file_imbridge_v1_events_service_proto_enumTypes[1]
+	return &file_imbridge_v1_events_service_proto_enumTypes[2]
 }
 
 func (x Decision) Number() protoreflect.EnumNumber {
@@ -122,7 +173,7 @@ func (x Decision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Decision.Descriptor instead.
 func (Decision) EnumDescriptor() ([]byte, []int) {
-	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{1}
+	return file_imbridge_v1_events_service_proto_rawDescGZIP(), []int{2}
 }
 
 // SubscribeRequest is one message from a subscriber.
@@ -276,7 +327,12 @@ type Subscription struct {
 	// resumes without loss with the sequence after the last one it received.
 	StartSequence uint64 `protobuf:"varint,8,opt,name=start_sequence,json=startSequence,proto3" json:"start_sequence,omitempty"`
 	// Start at the first event stored at or after this time. For a new group or a live tail.
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// How the group orders deliveries. ORDER_IM_GROUP: events of one IM group are never in flight to
+	// two members at once and arrive in log order, while different IM groups spread across members.
+	// Needs a group; not with decide. Applies to the whole group, and is fixed when the group is
+	// created (delete the group to change it).
+	Order         Order `protobuf:"varint,10,opt,name=order,proto3,enum=imbridge.v1.Order" json:"order,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -372,6 +428,13 @@ func (x *Subscription) GetStartTime() *timestamppb.Timestamp {
 		return x.StartTime
 	}
 	return nil
+}
+
+func (x *Subscription) GetOrder() Order {
+	if x != nil {
+		return x.Order
+	}
+	return Order_ORDER_UNSPECIFIED
 }
 
 // EventFilter selects events. Each non-empty list must match (AND); within a list any entry may match (OR).
@@ -874,7 +937,7 @@ const file_imbridge_v1_events_service_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x10.imbridge.v1.AckH\x00R\x03ack\x125\n" +
 	"\averdict\x18\x03 \x01(\v2\x19.imbridge.v1.VerdictReplyH\x00R\averdict\x12'\n" +
 	"\x04nack\x18\x04 \x01(\v2\x11.imbridge.v1.NackH\x00R\x04nackB\t\n" +
-	"\arequest\"\x83\x03\n" +
+	"\arequest\"\xad\x03\n" +
 	"\fSubscription\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x120\n" +
 	"\x06filter\x18\x02 \x01(\v2\x18.imbridge.v1.EventFilterR\x06filter\x12\x16\n" +
@@ -885,7 +948,9 @@ const file_imbridge_v1_events_service_proto_rawDesc = "" +
 	"\x0emax_deliveries\x18\a \x01(\rR\rmaxDeliveries\x12%\n" +
 	"\x0estart_sequence\x18\b \x01(\x04R\rstartSequence\x129\n" +
 	"\n" +
-	"start_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\xa3\x01\n" +
+	"start_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12(\n" +
+	"\x05order\x18\n" +
+	" \x01(\x0e2\x12.imbridge.v1.OrderR\x05order\"\xa3\x01\n" +
 	"\vEventFilter\x12,\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x16.imbridge.v1.EventKindR\x05kinds\x12\x1a\n" +
 	"\bcommands\x18\x02 \x03(\tR\bcommands\x12-\n" +
@@ -923,7 +988,10 @@ const file_imbridge_v1_events_service_proto_rawDesc = "" +
 	"\x06decide\x18\x02 \x01(\bR\x06decide*G\n" +
 	"\rStartPosition\x12\x1e\n" +
 	"\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12START_POSITION_NEW\x10\x01*M\n" +
+	"\x12START_POSITION_NEW\x10\x01*2\n" +
+	"\x05Order\x12\x15\n" +
+	"\x11ORDER_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eORDER_IM_GROUP\x10\x01*M\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x13\n" +
@@ -943,51 +1011,53 @@ func file_imbridge_v1_events_service_proto_rawDescGZIP() []byte {
 	return file_imbridge_v1_events_service_proto_rawDescData
 }
 
-var file_imbridge_v1_events_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_imbridge_v1_events_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_imbridge_v1_events_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_imbridge_v1_events_service_proto_goTypes = []any{
 	(StartPosition)(0),            // 0: imbridge.v1.StartPosition
-	(Decision)(0),                 // 1: imbridge.v1.Decision
-	(*SubscribeRequest)(nil),      // 2: imbridge.v1.SubscribeRequest
-	(*Subscription)(nil),          // 3: imbridge.v1.Subscription
-	(*EventFilter)(nil),           // 4: imbridge.v1.EventFilter
-	(*Ack)(nil),                   // 5: imbridge.v1.Ack
-	(*Nack)(nil),                  // 6: imbridge.v1.Nack
-	(*VerdictReply)(nil),          // 7: imbridge.v1.VerdictReply
-	(*Verdict)(nil),               // 8: imbridge.v1.Verdict
-	(*SubscribeResponse)(nil),     // 9: imbridge.v1.SubscribeResponse
-	(*Subscribed)(nil),            // 10: imbridge.v1.Subscribed
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(EventKind)(0),                // 13: imbridge.v1.EventKind
-	(Source)(0),                   // 14: imbridge.v1.Source
-	(*GroupInfoChanged)(nil),      // 15: imbridge.v1.GroupInfoChanged
-	(*Event)(nil),                 // 16: imbridge.v1.Event
+	(Order)(0),                    // 1: imbridge.v1.Order
+	(Decision)(0),                 // 2: imbridge.v1.Decision
+	(*SubscribeRequest)(nil),      // 3: imbridge.v1.SubscribeRequest
+	(*Subscription)(nil),          // 4: imbridge.v1.Subscription
+	(*EventFilter)(nil),           // 5: imbridge.v1.EventFilter
+	(*Ack)(nil),                   // 6: imbridge.v1.Ack
+	(*Nack)(nil),                  // 7: imbridge.v1.Nack
+	(*VerdictReply)(nil),          // 8: imbridge.v1.VerdictReply
+	(*Verdict)(nil),               // 9: imbridge.v1.Verdict
+	(*SubscribeResponse)(nil),     // 10: imbridge.v1.SubscribeResponse
+	(*Subscribed)(nil),            // 11: imbridge.v1.Subscribed
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(EventKind)(0),                // 14: imbridge.v1.EventKind
+	(Source)(0),                   // 15: imbridge.v1.Source
+	(*GroupInfoChanged)(nil),      // 16: imbridge.v1.GroupInfoChanged
+	(*Event)(nil),                 // 17: imbridge.v1.Event
 }
 var file_imbridge_v1_events_service_proto_depIdxs = []int32{
-	3,  // 0: imbridge.v1.SubscribeRequest.subscription:type_name -> imbridge.v1.Subscription
-	5,  // 1: imbridge.v1.SubscribeRequest.ack:type_name -> imbridge.v1.Ack
-	7,  // 2: imbridge.v1.SubscribeRequest.verdict:type_name -> imbridge.v1.VerdictReply
-	6,  // 3: imbridge.v1.SubscribeRequest.nack:type_name -> imbridge.v1.Nack
-	4,  // 4: imbridge.v1.Subscription.filter:type_name -> imbridge.v1.EventFilter
+	4,  // 0: imbridge.v1.SubscribeRequest.subscription:type_name -> imbridge.v1.Subscription
+	6,  // 1: imbridge.v1.SubscribeRequest.ack:type_name -> imbridge.v1.Ack
+	8,  // 2: imbridge.v1.SubscribeRequest.verdict:type_name -> imbridge.v1.VerdictReply
+	7,  // 3: imbridge.v1.SubscribeRequest.nack:type_name -> imbridge.v1.Nack
+	5,  // 4: imbridge.v1.Subscription.filter:type_name -> imbridge.v1.EventFilter
 	0,  // 5: imbridge.v1.Subscription.start:type_name -> imbridge.v1.StartPosition
-	11, // 6: imbridge.v1.Subscription.ack_wait:type_name -> google.protobuf.Duration
-	12, // 7: imbridge.v1.Subscription.start_time:type_name -> google.protobuf.Timestamp
-	13, // 8: imbridge.v1.EventFilter.kinds:type_name -> imbridge.v1.EventKind
-	14, // 9: imbridge.v1.EventFilter.sources:type_name -> imbridge.v1.Source
-	11, // 10: imbridge.v1.Nack.delay:type_name -> google.protobuf.Duration
-	8,  // 11: imbridge.v1.VerdictReply.verdict:type_name -> imbridge.v1.Verdict
-	1,  // 12: imbridge.v1.Verdict.decision:type_name -> imbridge.v1.Decision
-	15, // 13: imbridge.v1.Verdict.group_info:type_name -> imbridge.v1.GroupInfoChanged
-	10, // 14: imbridge.v1.SubscribeResponse.subscribed:type_name -> imbridge.v1.Subscribed
-	16, // 15: imbridge.v1.SubscribeResponse.event:type_name -> imbridge.v1.Event
-	2,  // 16: imbridge.v1.EventService.Subscribe:input_type -> imbridge.v1.SubscribeRequest
-	9,  // 17: imbridge.v1.EventService.Subscribe:output_type -> imbridge.v1.SubscribeResponse
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 6: imbridge.v1.Subscription.ack_wait:type_name -> google.protobuf.Duration
+	13, // 7: imbridge.v1.Subscription.start_time:type_name -> google.protobuf.Timestamp
+	1,  // 8: imbridge.v1.Subscription.order:type_name -> imbridge.v1.Order
+	14, // 9: imbridge.v1.EventFilter.kinds:type_name -> imbridge.v1.EventKind
+	15, // 10: imbridge.v1.EventFilter.sources:type_name -> imbridge.v1.Source
+	12, // 11: imbridge.v1.Nack.delay:type_name -> google.protobuf.Duration
+	9,  // 12: imbridge.v1.VerdictReply.verdict:type_name -> imbridge.v1.Verdict
+	2,  // 13: imbridge.v1.Verdict.decision:type_name -> imbridge.v1.Decision
+	16, // 14: imbridge.v1.Verdict.group_info:type_name -> imbridge.v1.GroupInfoChanged
+	11, // 15: imbridge.v1.SubscribeResponse.subscribed:type_name -> imbridge.v1.Subscribed
+	17, // 16: imbridge.v1.SubscribeResponse.event:type_name -> imbridge.v1.Event
+	3,  // 17: imbridge.v1.EventService.Subscribe:input_type -> imbridge.v1.SubscribeRequest
+	10, // 18: imbridge.v1.EventService.Subscribe:output_type -> imbridge.v1.SubscribeResponse
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_imbridge_v1_events_service_proto_init() }
@@ -1011,7 +1081,7 @@ func file_imbridge_v1_events_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_imbridge_v1_events_service_proto_rawDesc), len(file_imbridge_v1_events_service_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
