@@ -74,6 +74,9 @@ type Config struct {
 	// DedupWindow is how long a callback is remembered to answer its retries without storing them
 	// again (server.Options.DedupWindow, and the stream's duplicate window); 0: off.
 	DedupWindow time.Duration
+	// PublishTimeout bounds the wait for the log to acknowledge a callback's event
+	// (server.Options.PublishTimeout); 0: server.DefaultPublishTimeout.
+	PublishTimeout time.Duration
 	// TencentSdkAppID and TencentToken add one Tencent app to the file's (a shorthand for
 	// callers.tencent.apps); a token needs its app.
 	TencentSdkAppID string
@@ -124,6 +127,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.RetentionMaxAge < 0 || cfg.RetentionMaxAge > 0 && cfg.RetentionMaxAge < time.Minute {
 		return fmt.Errorf("--retention-max-age %v: at least 1m", cfg.RetentionMaxAge)
+	}
+	if cfg.PublishTimeout < 0 || cfg.PublishTimeout > 0 && (cfg.PublishTimeout < 10*time.Millisecond || cfg.PublishTimeout > server.MaxDeadline) {
+		return fmt.Errorf("--publish-timeout %v: want 10ms to %v, below the IM server's own timeout (Tencent 2s, OpenIM 5s)", cfg.PublishTimeout, server.MaxDeadline)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -210,8 +216,8 @@ func Run(ctx context.Context, cfg Config) error {
 	srv, err := server.New(server.Options{
 		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes, NoAccessLog: cfg.NoAccessLog,
-		DedupWindow: dedupWindow(cfg.DedupWindow),
-		Tracer:      tracer,
+		DedupWindow: dedupWindow(cfg.DedupWindow), PublishTimeout: cfg.PublishTimeout,
+		Tracer: tracer,
 	})
 	if err != nil {
 		return err

@@ -228,13 +228,18 @@ func startEmbedded(dir string, opts Options) (*natsserver.Server, error) {
 	return ns, nil
 }
 
+// publishRetry: a publish that finds no stream to take it (its leader is being elected, or the
+// embedded JetStream restarts) is sent again every 50 ms until ctx ends; it was not stored.
+var publishRetry = []jetstream.PublishOpt{jetstream.WithRetryWait(50 * time.Millisecond), jetstream.WithRetryAttempts(1 << 20)}
+
 // Publish stores one message and returns its stream sequence once the log has acknowledged it:
-// from then on the message survives a crash of this process.
+// from then on the message survives a crash of this process. It waits until ctx ends, retrying
+// while no stream answers.
 func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
 	if err := l.refuse(); err != nil {
 		return 0, err
 	}
-	ack, err := l.js.PublishMsg(ctx, msg)
+	ack, err := l.js.PublishMsg(ctx, msg, publishRetry...)
 	if err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			return 0, ErrClosed

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -10,6 +12,13 @@ var errMissingCommand = status.Error(codes.InvalidArgument, "missing callback co
 // errLogUnavailable is what an IM server is told when its event could not be stored: the cause (a
 // NATS error naming subjects and connections) is the operator's business and goes to the log.
 var errLogUnavailable = status.Error(codes.Unavailable, "event log unavailable: the callback was not stored, try again")
+
+// errPublishBudget: the log did not acknowledge an event within its publish budget
+// (Options.PublishTimeout, or a before-callback's deadline). It may still be stored.
+var errPublishBudget = errors.New("the event log did not acknowledge the write in time")
+
+// errLogSlow is what an IM server is told on errPublishBudget.
+var errLogSlow = status.Error(codes.Unavailable, "event log did not acknowledge the callback in time: it may not be stored, try again")
 
 // errLogFull is errLogUnavailable when the log has no room (eventlog.ErrFull).
 var errLogFull = status.Error(codes.Unavailable, "event log full: the callback was not stored, try again later")

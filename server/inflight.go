@@ -86,6 +86,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	}
 	m.mu.Lock()
 	m.recordSize = 0.8*m.recordSize + 0.2*float64(max(len(evs), 1))
+	m.recordBytes = 0.8*m.recordBytes + 0.2*float64(msg.Size())
 	rec := m.records[seq]
 	m.mu.Unlock()
 	// The redelivery entry is read without the lock. Only this goroutine adds records, but the

@@ -61,9 +61,16 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 		}
 	}
 	msg := &nats.Msg{Subject: subjectFor(ev)}
+	// The log must acknowledge within the publish budget, and a callback that waits, within its
+	// deadline: past them, the IM server gets a 503 rather than an answer after it gave up.
+	now := time.Now()
+	deadline := now.Add(s.publishTimeout)
+	if pol.waits(ev.Phase) {
+		deadline = now.Add(min(s.publishTimeout, pol.deadline))
+	}
 	var w *waiter
 	if len(groups) > 0 {
-		ev.DecideBy = timestamppb.New(time.Now().Add(pol.deadline))
+		ev.DecideBy = timestamppb.New(now.Add(pol.deadline))
 		w = s.verdicts.register(ev.Id, groups)
 		defer s.verdicts.unregister(ev.Id)
 		msg.Header = nats.Header{verdictToHeader: []string{s.verdicts.subject(ev.Id)}}
@@ -82,13 +89,16 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	*buf = data
 	msg.Data = data // copied into the log's record or connection buffer by the time store returns
 	span := s.startSpan(ctx, "imbridge.publish", attribute.String("messaging.destination.name", msg.Subject))
-	err = s.committer.store(ctx, msg, dupKey)
+	err = s.committer.store(ctx, msg, dupKey, deadline)
 	stored = err == nil
 	endSpan(span, err)
 	if err != nil {
 		s.logger.Warn("event not stored", "event", ev.Id, "command", ev.Command, "subject", msg.Subject, "err", err)
-		if errors.Is(err, eventlog.ErrFull) {
+		switch {
+		case errors.Is(err, eventlog.ErrFull):
 			return nil, errLogFull
+		case errors.Is(err, errPublishBudget):
+			return nil, errLogSlow
 		}
 		return nil, errLogUnavailable
 	}
@@ -102,7 +112,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	}
 	start := time.Now()
 	span = s.startSpan(ctx, "imbridge.verdicts", attribute.StringSlice("imbridge.groups", groups))
-	v, answer, refuser := w.wait(ctx, len(groups), pol.deadline, pol.failure)
+	v, answer, refuser := w.wait(ctx, len(groups), time.Until(ev.DecideBy.AsTime()), pol.failure)
 	s.metrics.verdictWait.Observe(time.Since(start).Seconds())
 	if span != nil {
 		span.SetAttributes(attribute.String("imbridge.answer", answer))

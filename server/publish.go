@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -43,9 +45,10 @@ type committer struct {
 
 // pendingEvent is one event waiting to be stored.
 type pendingEvent struct {
-	msg  *nats.Msg // subject, header and the encoded Event
-	key  dedupKey  // its dedup key, zero if none (dedup.go): the record's Nats-Msg-Id when it is stored alone
-	done chan error
+	msg      *nats.Msg // subject, header and the encoded Event
+	key      dedupKey  // its dedup key, zero if none (dedup.go): the record's Nats-Msg-Id when it is stored alone
+	deadline time.Time // when its IM server is answered 503 if the log has not acknowledged it
+	done     chan error
 }
 
 func newCommitter(log *eventlog.Log, maxMessageBytes int) *committer {
@@ -57,17 +60,20 @@ func newCommitter(log *eventlog.Log, maxMessageBytes int) *committer {
 	return c
 }
 
-// store returns once msg is in the log, or with the error that kept it out. Once msg is queued it
-// waits for the outcome even if ctx ends (the publish has its own timeout): the caller may reuse
-// msg.Data as soon as store returns. key, if not zero, is the event's dedup key.
-func (c *committer) store(ctx context.Context, msg *nats.Msg, key dedupKey) error {
+// store returns once msg is in the log, or with the error that kept it out: errPublishBudget when
+// the log has not acknowledged it by deadline. Once msg is queued it waits for the outcome even if
+// ctx ends (the publish ends by deadline): the caller may reuse msg.Data as soon as store returns.
+// key, if not zero, is the event's dedup key.
+func (c *committer) store(ctx context.Context, msg *nats.Msg, key dedupKey, deadline time.Time) error {
 	if msg.Header != nil {
 		// A header (a verdict reply subject) belongs to one event, so the event cannot share a
 		// record: publish it here, which also saves two handoffs on the path a before-callback's
 		// IM server waits on.
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
 		return c.publish(ctx, msg, 1)
 	}
-	p := &pendingEvent{msg: msg, key: key, done: make(chan error, 1)}
+	p := &pendingEvent{msg: msg, key: key, deadline: deadline, done: make(chan error, 1)}
 	if err := c.enqueue(ctx, p); err != nil {
 		return err
 	}
@@ -141,6 +147,26 @@ func (c *committer) commit(batch []*pendingEvent) {
 }
 
 func (c *committer) write(group []*pendingEvent, size int) {
+	// Events whose deadline passed while they were queued are not stored: their IM server is told
+	// so now, and would have given up by the time the log answered.
+	now := time.Now()
+	deadline := group[0].deadline
+	kept := group[:0]
+	for _, p := range group {
+		if !now.Before(p.deadline) {
+			p.done <- errPublishBudget
+			size -= len(p.msg.Data) + recordFraming
+			continue
+		}
+		kept = append(kept, p)
+		if p.deadline.Before(deadline) {
+			deadline = p.deadline
+		}
+	}
+	group = kept
+	if len(group) == 0 {
+		return
+	}
 	msg := group[0].msg
 	if len(group) > 1 {
 		buf := bufpool.Get(size)
@@ -153,16 +179,21 @@ func (c *committer) write(group []*pendingEvent, size int) {
 		msg.Header = nats.Header{jetstream.MsgIDHeader: []string{key.String()}} // the log drops a retry stored elsewhere
 	}
 	// Publish has copied the data by the time it returns (it waits for the log's acknowledgement).
-	err := c.publish(context.Background(), msg, len(group))
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := c.publish(ctx, msg, len(group))
+	cancel()
 	for _, p := range group {
 		p.done <- err
 	}
 }
 
-// publish writes one record of events and measures it.
+// publish writes one record of events and measures it. A publish ctx ends is errPublishBudget.
 func (c *committer) publish(ctx context.Context, msg *nats.Msg, events int) error {
 	start := time.Now()
 	_, err := c.log.Publish(ctx, msg)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, eventlog.ErrFull) && !errors.Is(err, eventlog.ErrClosed) {
+		err = fmt.Errorf("%w: %w", errPublishBudget, err)
+	}
 	if c.metrics != nil && err == nil {
 		c.metrics.publishDur.Observe(time.Since(start).Seconds())
 		c.metrics.recordSize.Observe(float64(events))

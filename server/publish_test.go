@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -21,7 +22,7 @@ func TestCommitterClose(t *testing.T) {
 	msg := func() *nats.Msg { return &nats.Msg{Subject: eventlog.SubjectPrefix + ".test", Data: []byte("e")} }
 	errs := make(chan error, 50)
 	for range 50 {
-		go func() { errs <- c.store(ctx, msg(), dedupKey{}) }()
+		go func() { errs <- c.store(ctx, msg(), dedupKey{}, time.Now().Add(time.Minute)) }()
 	}
 	for range 50 {
 		if err := <-errs; err != nil {
@@ -29,7 +30,7 @@ func TestCommitterClose(t *testing.T) {
 		}
 	}
 	c.close()
-	if err := c.store(ctx, msg(), dedupKey{}); !errors.Is(err, eventlog.ErrClosed) {
+	if err := c.store(ctx, msg(), dedupKey{}, time.Now().Add(time.Minute)); !errors.Is(err, eventlog.ErrClosed) {
 		t.Errorf("store after close: %v; want ErrClosed", err)
 	}
 	c.close() // twice is fine
@@ -46,7 +47,7 @@ func BenchmarkCommitterStore(b *testing.B) {
 	b.SetParallelism(16) // callbacks in flight per core, as under load
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := c.store(ctx, &nats.Msg{Subject: eventlog.SubjectPrefix + ".bench", Data: data}, dedupKey{}); err != nil {
+			if err := c.store(ctx, &nats.Msg{Subject: eventlog.SubjectPrefix + ".bench", Data: data}, dedupKey{}, time.Now().Add(time.Minute)); err != nil {
 				b.Error(err)
 				return
 			}

@@ -56,8 +56,17 @@ func (m *member) fetch(ctx context.Context) error {
 		// taken alone, so that a large record is not held back by small ones: a member holds at most
 		// one record past maxBytes.
 		maxBytes := freeBytes
-		if whole {
+		switch {
+		case whole:
 			n, maxBytes = 1, 0 // one record, whatever its size
+		case m.pinned:
+			// The log adds its pin header to a record after counting the record against max_bytes,
+			// so the reader would end the request before the log does, and the records the log
+			// still sends would wait unread: bound the request by records of the average size.
+			m.mu.Lock()
+			n = min(n, max(1, int(float64(freeBytes)/m.recordBytes)))
+			m.mu.Unlock()
+			maxBytes = 0
 		}
 		got, tooBig, err := m.pull(ctx, nc, next, sub.Subject, msgs, n, maxBytes)
 		if err != nil || ctx.Err() != nil {

@@ -25,6 +25,9 @@ import (
 const (
 	DefaultAckWait     = 30 * time.Second
 	DefaultMaxInFlight = 256
+	// DefaultPublishTimeout is Options.PublishTimeout's default: below Tencent's 2 s wait for an
+	// answer (OpenIM waits 5 s), with room to write the answer.
+	DefaultPublishTimeout = 1500 * time.Millisecond
 	// DefaultDedupWindow is Options.DedupWindow's default: JetStream's default duplicate window.
 	DefaultDedupWindow = 2 * time.Minute
 	// DefaultMaxDeliveries is a new group's Subscription.max_deliveries.
@@ -75,6 +78,10 @@ type Options struct {
 	// DedupWindow is how long this instance remembers a callback it stored, to answer a retry of it
 	// without storing it again (dedup.go). 0: DefaultDedupWindow; negative: off.
 	DedupWindow time.Duration
+	// PublishTimeout bounds how long a callback waits for the log to acknowledge its event before
+	// its IM server is answered 503 (a before-callback waits at most its deadline). 0:
+	// DefaultPublishTimeout.
+	PublishTimeout time.Duration
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -109,6 +116,7 @@ type Server struct {
 	subs    sync.WaitGroup
 	// maxUnackedBytes is Options.MaxUnackedBytes.
 	maxUnackedBytes int
+	publishTimeout  time.Duration // Options.PublishTimeout
 	accessLog       bool
 	tracer          trace.Tracer // nil: off
 }
@@ -153,6 +161,7 @@ func New(opts Options) (*Server, error) {
 		maxSubs:  cmp.Or(opts.MaxSubscribers, DefaultMaxSubscribers),
 
 		maxUnackedBytes: cmp.Or(opts.MaxUnackedBytes, DefaultMaxUnackedBytes),
+		publishTimeout:  cmp.Or(opts.PublishTimeout, DefaultPublishTimeout),
 		accessLog:       !opts.NoAccessLog,
 		tracer:          opts.Tracer,
 

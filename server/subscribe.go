@@ -171,7 +171,7 @@ func nonCatchAll(subjects []string) []string {
 func newMember(s *Server, sub *pb.Subscription) *member {
 	return &member{
 		s: s, sub: sub, pending: map[string]*record{}, records: map[uint64]*record{}, leaving: map[uint64]chan struct{}{},
-		recordSize: 1, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes,
+		recordSize: 1, recordBytes: 1024, freed: make(chan struct{}, 1), maxBytes: s.maxUnackedBytes,
 	}
 }
 
@@ -197,9 +197,10 @@ type member struct {
 	readOnly bool // the subscriber closed its side: it cannot ack; guarded by mu
 	// heldBytes is the size of the log messages in records; guarded by mu.
 	heldBytes int
-	// recordSize is the recent average of events per record, to size fetches; guarded by mu.
-	recordSize float64
-	ackWait    time.Duration // the group's
+	// recordSize is the recent average of events per record, and recordBytes of bytes, to size
+	// fetches; guarded by mu.
+	recordSize, recordBytes float64
+	ackWait                 time.Duration // the group's
 	// maxDeliveries is the group's: a record delivered more often is dead-lettered.
 	maxDeliveries int
 

@@ -38,6 +38,7 @@ func newServeFlags(cfg *app.Config) (*flag.FlagSet, *serveFlags) {
 	fs.BoolVar(&cfg.SyncAlways, "sync-always", false, "fsync every event before answering (survives power loss, slower)")
 	fs.DurationVar(&cfg.RetentionMaxAge, "retention-max-age", eventlog.DefaultMaxAge, "how long the event log keeps a record, delivered or not (README, Retention)")
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", server.DefaultDedupWindow, "how long a callback with a request id (Tencent RequestID, OpenIM operationID) is remembered, to answer a retry OK without storing it again; 0: off (README, Retries)")
+	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", server.DefaultPublishTimeout, "longest wait for the event log to acknowledge a callback before its IM server is answered 503; keep it below the IM server's timeout (Tencent 2s, OpenIM 5s); a before-callback waits at most its deadline")
 	fs.Var((*byteSize)(&cfg.RetentionMaxBytes), "retention-max-bytes", "most bytes the event log keeps (512MiB, 20GB; at least 64MiB); past it the oldest records go, delivered or not; 0: no limit")
 	fs.StringVar(&cfg.TencentSdkAppID, "tencent-sdkappid", "", "add this Tencent app to callers.tencent.apps (callbacks for other SdkAppids are refused)")
 	fs.StringVar(&cfg.TencentToken, "tencent-token", "", "Tencent callback authentication token of the --tencent-sdkappid app: check Sign and RequestTime")

@@ -50,6 +50,8 @@ type Options struct {
 	MaxSubscribers int
 	// MaxUnackedBytes: server.Options.MaxUnackedBytes.
 	MaxUnackedBytes int
+	// PublishTimeout: server.Options.PublishTimeout.
+	PublishTimeout time.Duration
 	// Tracer traces callbacks and deliveries; nil: off.
 	Tracer trace.Tracer
 	// Logger of the bridge; default: discarded.
@@ -96,6 +98,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 	srv, err := server.New(server.Options{
 		Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: opts.MaxSubscribers, MaxUnackedBytes: opts.MaxUnackedBytes, Tracer: opts.Tracer,
+		PublishTimeout: opts.PublishTimeout,
 	})
 	if err != nil {
 		t.Fatalf("server: %v", err)
