@@ -10,7 +10,7 @@ GRPC_GATEWAY_VERSION       := v2.32.0
 
 BIN := bin/imbridge
 
-.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy check-disk-full soak
+.PHONY: all build run test bench fuzz generate check-generated lint tools clean docker check-deploy check-disk-full check-cluster soak
 
 all: build
 
@@ -61,6 +61,12 @@ check-deploy:
 ## returns (needs unshare: user and mount namespaces; skipped where they are not allowed).
 check-disk-full:
 	IMBRIDGE_DISKFULL_CHECK=1 go test -count=1 -run 'TestDiskFull' -v ./cmd/imbridge
+
+## check-cluster: two bridges on a 3-node JetStream cluster (in process, loopback): R3 stream, a
+## decider on one instance deciding for the other, a conflicting join refused, the stream leader
+## killed under load (no callback answered OK lost, every answer OK or 503 within the budget).
+check-cluster:
+	IMBRIDGE_CLUSTER=1 go test -race -count=1 -run 'TestCluster' -v -timeout 5m ./e2e
 
 ## soak: posters, three groups whose members ack, nack, crash and reconnect, and two SIGKILLs of the
 ## bridge; every callback answered OK must reach every group or its dead letters

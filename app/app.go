@@ -74,6 +74,12 @@ type Config struct {
 	// DedupWindow is how long a callback is remembered to answer its retries without storing them
 	// again (server.Options.DedupWindow, and the stream's duplicate window); 0: off.
 	DedupWindow time.Duration
+	// StreamReplicas, StreamCluster, StreamTags and StreamUpdate: eventlog.Options.Replicas,
+	// PlacementCluster, PlacementTags and UpdateStream.
+	StreamReplicas int
+	StreamCluster  string
+	StreamTags     []string
+	StreamUpdate   bool
 	// PublishTimeout bounds the wait for the log to acknowledge a callback's event
 	// (server.Options.PublishTimeout); 0: server.DefaultPublishTimeout.
 	PublishTimeout time.Duration
@@ -179,10 +185,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer grpcLis.Close()
 
-	log, err := eventlog.Open(ctx, eventlog.Options{
+	// A new NATS cluster may take a while to elect the leaders of a replicated stream.
+	octx, ocancel := context.WithTimeout(ctx, openTimeout)
+	log, err := eventlog.Open(octx, eventlog.Options{
 		DataDir: cfg.DataDir, URL: cfg.NATSURL, SyncAlways: cfg.SyncAlways, Logger: logger,
 		MaxAge: cfg.RetentionMaxAge, MaxBytes: cfg.RetentionMaxBytes, DuplicateWindow: max(cfg.DedupWindow, 0),
+		Replicas: cfg.StreamReplicas, PlacementCluster: cfg.StreamCluster, PlacementTags: cfg.StreamTags, UpdateStream: cfg.StreamUpdate,
 	})
+	ocancel()
 	if err != nil {
 		return fmt.Errorf("open event log: %w", err)
 	}
@@ -459,6 +469,9 @@ func serveAux(name, addr string, h http.Handler, logger *slog.Logger) (stop func
 	logger.Info(name+" listening", "addr", lis.Addr().String())
 	return func() { _ = srv.Close() }, nil
 }
+
+// openTimeout bounds opening the event log, which waits for a new cluster's elections.
+const openTimeout = 2 * time.Minute
 
 // dedupWindow is Config.DedupWindow as server.Options takes it: off is negative there.
 func dedupWindow(d time.Duration) time.Duration {

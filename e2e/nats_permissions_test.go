@@ -79,10 +79,22 @@ func TestNATSPermissions(t *testing.T) {
 	o1 := b.Subscribe(t, ordered)
 	storeRecord(t, b, orderedEvent("A", 0))
 	o1.Next()
-	o2 := bridgetest.Start(t, bridgetest.Options{NATSURL: bridgeURL}).Subscribe(t, ordered)
+	other := bridgetest.Start(t, bridgetest.Options{NATSURL: bridgeURL})
+	o2 := other.Subscribe(t, ordered)
 	o1.Cancel()
 	if ev := o2.Next(); ev.Id != "A-0" {
 		t.Errorf("ordered group on the other instance: %s; want A-0", ev.Id)
+	}
+
+	// Presence: a callback posted to the other instance waits for the decider connected here.
+	bridgetest.WaitFor(t, "the other instance knows the decider", func() bool {
+		g, err := pb.NewAdminServiceClient(other.Conn).GetGroup(t.Context(), &pb.GetGroupRequest{Name: "mod"})
+		return err == nil && g.MembersElsewhere == 1
+	})
+	ch = postAsync(t, other, beforeEx, []byte(`{"groupID":"G3","groupName":"y"}`))
+	dec.Decide(dec.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
+	if a := waitAnswer(t, ch); a.status != http.StatusOK || !strings.Contains(a.body, `"nextCode":1`) {
+		t.Errorf("before-callback on the other instance answered %d %s; want the refusal of the decider here", a.status, a.body)
 	}
 
 	// Nacks, redelivery entries, dead letters and their redrive and purge.

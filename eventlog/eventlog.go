@@ -49,6 +49,16 @@ type Options struct {
 	// DuplicateWindow is how long the stream remembers a message id (Nats-Msg-Id) to drop a
 	// message written again with it. 0: JetStream's default, 2 minutes. At most MaxAge.
 	DuplicateWindow time.Duration
+	// Replicas of the stream, its dead letters and bucket; consumer groups inherit them. 0: 1 on
+	// the embedded server, 3 on an external one that is a cluster of 3 or more servers, else 1.
+	// The embedded server is one node: more than 1 is an error there.
+	Replicas int
+	// PlacementCluster and PlacementTags place a new stream (JetStream placement); empty: anywhere.
+	PlacementCluster string
+	PlacementTags    []string
+	// UpdateStream applies Replicas, placement and retention to an existing stream on an external
+	// server whose settings differ; without it they are only reported.
+	UpdateStream bool
 	// SyncAlways makes the embedded server fsync every write before acknowledging it, so an event
 	// survives power loss, not only a crash of this process. Slower.
 	SyncAlways bool
@@ -141,6 +151,12 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		l.shutdownServer()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	replicas, err := streamReplicas(opts, l.ns != nil, nc)
+	if err != nil {
+		l.closeConn()
+		l.shutdownServer()
+		return nil, err
+	}
 	cfg := jetstream.StreamConfig{
 		Name:        opts.Stream,
 		Description: "imbridge: IM server callbacks, one message per event",
@@ -151,24 +167,31 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 		MaxAge:      opts.MaxAge,
 		MaxBytes:    orUnlimited(opts.MaxBytes),
 		Duplicates:  min(cmp.Or(opts.DuplicateWindow, 2*time.Minute), opts.MaxAge), // at most MaxAge, as JetStream requires
-		Replicas:    1,
+		Replicas:    replicas,
+	}
+	if opts.PlacementCluster != "" || len(opts.PlacementTags) > 0 {
+		cfg.Placement = &jetstream.Placement{Cluster: opts.PlacementCluster, Tags: opts.PlacementTags}
 	}
 	if l.ns != nil {
 		// The embedded server is ours: its stream follows the options.
 		l.stream, err = l.js.CreateOrUpdateStream(ctx, cfg)
 	} else {
 		// An external cluster's stream may have been set up by its operators (replicas, limits):
-		// create it if missing, never rewrite it.
-		l.stream, err = l.js.Stream(ctx, opts.Stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			l.stream, err = l.js.CreateStream(ctx, cfg)
-		}
+		// create it if missing, rewrite it only when asked. The first replicated stream of a new
+		// cluster may time out while its peers elect a leader: tried again until ctx ends.
+		err = retryElection(ctx, func(ctx context.Context) error {
+			var err error
+			l.stream, err = l.js.Stream(ctx, opts.Stream)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				l.stream, err = l.js.CreateStream(ctx, cfg)
+			}
+			return err
+		})
 		if err == nil && !slices.Contains(l.stream.CachedInfo().Config.Subjects, SubjectPrefix+".>") {
 			err = fmt.Errorf("stream %s exists but does not take %s.>", opts.Stream, SubjectPrefix)
 		}
-		if have := l.stream.CachedInfo(); err == nil && (have.Config.MaxAge != cfg.MaxAge || have.Config.MaxBytes != cfg.MaxBytes) {
-			opts.Logger.Warn("the stream's retention differs from --retention-max-age/--retention-max-bytes: the stream's applies (change it with nats stream edit)",
-				"stream", opts.Stream, "max_age", have.Config.MaxAge, "max_bytes", have.Config.MaxBytes, "asked_max_age", cfg.MaxAge, "asked_max_bytes", cfg.MaxBytes)
+		if err == nil {
+			err = l.reconcile(ctx, cfg)
 		}
 	}
 	if err != nil {
@@ -270,12 +293,17 @@ func (l *Log) JetStream() jetstream.JetStream { return l.js }
 // Stream is the name of the event stream.
 func (l *Log) Stream() string { return l.opts.Stream }
 
-// Ready reports whether the log can take writes: the connection is up and the stream answers.
+// Ready reports whether the log can take writes: the connection is up and the stream answers. A
+// cluster that cannot answer for now (electing a leader) is a *LogElecting: that is not this
+// instance's fault.
 func (l *Log) Ready(ctx context.Context) error {
 	if !l.nc.IsConnected() {
 		return fmt.Errorf("nats: %s", l.nc.Status())
 	}
 	if _, err := l.stream.Info(ctx); err != nil {
+		if l.ns == nil && electing(err) {
+			return &LogElecting{err: fmt.Errorf("stream info: %w", err)}
+		}
 		return fmt.Errorf("stream info: %w", err)
 	}
 	return l.roomError(ctx)

@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +142,27 @@ func TestRetention(t *testing.T) {
 	}
 	if c := s.CachedInfo().Config; c.MaxBytes != -1 || c.MaxAge != eventlog.DefaultMaxAge {
 		t.Errorf("reopened with the defaults: max bytes %d, max age %v; want no limit, %v", c.MaxBytes, c.MaxAge, eventlog.DefaultMaxAge)
+	}
+}
+
+// TestReplicas: the embedded server is one node, so it refuses replicas; on an external server of
+// one node the default is 1, and what is asked is what the stream gets.
+func TestReplicas(t *testing.T) {
+	t.Parallel()
+	if _, err := eventlog.Open(t.Context(), eventlog.Options{DataDir: t.TempDir(), Replicas: 3}); err == nil || !strings.Contains(err.Error(), "embedded server is one node") {
+		t.Errorf("embedded with 3 replicas: %v; want a refusal naming why", err)
+	}
+	url := bridgetest.ExternalNATS(t)
+	l, err := eventlog.Open(t.Context(), eventlog.Options{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	s, err := l.JetStream().Stream(t.Context(), l.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.CachedInfo().Config.Replicas; r != 1 {
+		t.Errorf("replicas on a single external server: %d; want 1", r)
 	}
 }

@@ -306,6 +306,13 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		if err := h.opts.Ready(ctx); err != nil {
 			b, _ := marshalJSONString(err.Error())
+			// A fault every instance shares (the log's cluster electing a leader): draining this
+			// instance would not help, so it stays in rotation and says so.
+			var d interface{ Degraded() bool }
+			if errors.As(err, &d) && d.Degraded() {
+				writeJSON(w, http.StatusOK, append(append([]byte(`{"status":"degraded","error":`), b...), '}'))
+				return
+			}
 			writeJSON(w, http.StatusServiceUnavailable, append(append([]byte(`{"status":"unavailable","error":`), b...), '}'))
 			return
 		}

@@ -80,8 +80,8 @@ func (a adminService) ResetGroup(ctx context.Context, req *pb.ResetGroupRequest)
 	}
 	// A member holding records as the group moves would write down, when it lets go of them, what
 	// it acked of them before the move, and the group would skip those events when it gets them again.
-	if n := a.s.Members(req.GetName()); n > 0 {
-		return nil, status.Errorf(codes.FailedPrecondition, "group %s has %d members connected here: stop them before moving the group", req.GetName(), n)
+	if n, m := a.s.Members(req.GetName()), a.s.presence.elsewhere(req.GetName()); n+m > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "group %s has %d members connected here and %d to other instances: stop them before moving the group", req.GetName(), n, m)
 	}
 	js, name := a.s.log.JetStream(), a.s.log.Stream()
 	var seq uint64
@@ -200,6 +200,7 @@ func (a adminService) group(ci *jetstream.ConsumerInfo) (*pb.Group, bool) {
 		AckWait:            settings.AckWait,
 		MaxDeliveries:      settings.MaxDeliveries,
 		MembersHere:        int32(a.s.Members(ci.Name)),
+		MembersElsewhere:   int32(a.s.presence.elsewhere(ci.Name)),
 		PendingRecords:     ci.NumPending,
 		UnackedRecords:     uint64(ci.NumAckPending),
 		RedeliveredRecords: uint64(ci.NumRedelivered),

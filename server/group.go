@@ -36,7 +36,7 @@ const (
 func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, func(), error) {
 	s.groupsMu.Lock()
 	defer s.groupsMu.Unlock()
-	settings, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0)
+	settings, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0 || s.presence.elsewhere(sub.Group) > 0)
 	if err != nil {
 		return nil, nil, err
 	}

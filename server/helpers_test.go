@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/nats-io/nuid"
+
 	"github.com/imbridge/imbridge/eventlog"
 )
 
@@ -26,11 +28,11 @@ func twoRouters(tb testing.TB, log *eventlog.Log) (here, there *verdictRouter) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	here, err = newVerdictRouter(log.Conn(), m, slog.New(slog.DiscardHandler))
+	here, err = newVerdictRouter(log.Conn(), nuid.Next(), m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	there, err = newVerdictRouter(log.Conn(), m, slog.New(slog.DiscardHandler))
+	there, err = newVerdictRouter(log.Conn(), nuid.Next(), m, slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
 	}

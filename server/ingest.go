@@ -33,7 +33,7 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	pol := s.policies.forCommand(ev.Command)
 	var groups []string
 	if pol.waits(ev.Phase) {
-		groups = s.deciders.matching(ev)
+		groups = s.presence.deciding(ev, s.deciders.matching(ev))
 	}
 	var dupKey dedupKey // this callback's claim on its dedup key (zero: none), settled on the way out
 	stored := false

@@ -19,6 +19,8 @@ import (
 
 	"github.com/imbridge/imbridge/eventlog"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+
+	"github.com/nats-io/nuid"
 )
 
 // Subscriber defaults.
@@ -93,6 +95,7 @@ type Server struct {
 	logger    *slog.Logger
 	verdicts  *verdictRouter
 	deciders  *deciders
+	presence  *presence // which groups have members on other instances (presence.go)
 	committer *committer
 	dedup     *dedupTable // nil: off
 	metrics   *metrics
@@ -147,9 +150,14 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
-	router, err := newVerdictRouter(opts.Log.Conn(), mets, opts.Logger)
+	instance := nuid.Next() // names this instance on NATS (verdicts, presence)
+	router, err := newVerdictRouter(opts.Log.Conn(), instance, mets, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("verdict subscription: %w", err)
+	}
+	pres, err := newPresence(opts.Log.Conn(), instance, opts.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("presence subscription: %w", err)
 	}
 	s := &Server{
 		log:      opts.Log,
@@ -157,6 +165,7 @@ func New(opts Options) (*Server, error) {
 		logger:   opts.Logger,
 		verdicts: router,
 		deciders: newDeciders(),
+		presence: pres,
 		metrics:  mets,
 		maxSubs:  cmp.Or(opts.MaxSubscribers, DefaultMaxSubscribers),
 
@@ -177,6 +186,7 @@ func New(opts Options) (*Server, error) {
 	s.committer = newCommitter(opts.Log, s.maxEventBytes)
 	s.committer.metrics = mets
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	go pres.run(s.stopCtx)
 	return s, nil
 }
 

@@ -77,6 +77,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		if m.max <= 0 {
 			m.max = DefaultMaxInFlight
 		}
+		defer s.presence.join(m.sub)()
 		if m.sub.Order == pb.Order_ORDER_IM_GROUP {
 			defer s.joinOrdered(m)()
 		}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -62,9 +61,9 @@ type groupVerdict struct {
 	v     *pb.Verdict
 }
 
-func newVerdictRouter(nc *nats.Conn, m *metrics, logger *slog.Logger) (*verdictRouter, error) {
+func newVerdictRouter(nc *nats.Conn, instance string, m *metrics, logger *slog.Logger) (*verdictRouter, error) {
 	r := &verdictRouter{
-		prefix:  verdictPrefix + "." + nuid.Next() + ".",
+		prefix:  verdictPrefix + "." + instance + ".",
 		metrics: m,
 		logger:  logger,
 		waiters: map[string]*waiter{},

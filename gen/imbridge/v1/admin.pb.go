@@ -135,9 +135,11 @@ type Group struct {
 	// Deliveries of an event before it becomes a dead letter (Subscription.max_deliveries).
 	MaxDeliveries uint32 `protobuf:"varint,12,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
 	// How the group orders deliveries (Subscription.order).
-	Order         Order `protobuf:"varint,13,opt,name=order,proto3,enum=imbridge.v1.Order" json:"order,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Order Order `protobuf:"varint,13,opt,name=order,proto3,enum=imbridge.v1.Order" json:"order,omitempty"`
+	// Members connected to other instances on the same NATS, as they last said (within 3 s).
+	MembersElsewhere int32 `protobuf:"varint,14,opt,name=members_elsewhere,json=membersElsewhere,proto3" json:"members_elsewhere,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Group) Reset() {
@@ -259,6 +261,13 @@ func (x *Group) GetOrder() Order {
 		return x.Order
 	}
 	return Order_ORDER_UNSPECIFIED
+}
+
+func (x *Group) GetMembersElsewhere() int32 {
+	if x != nil {
+		return x.MembersElsewhere
+	}
+	return 0
 }
 
 // GetGroupRequest names a group.
@@ -1036,7 +1045,7 @@ const file_imbridge_v1_admin_proto_rawDesc = "" +
 	"\x17imbridge/v1/admin.proto\x12\vimbridge.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17imbridge/v1/event.proto\x1a imbridge/v1/events_service.proto\"\x13\n" +
 	"\x11ListGroupsRequest\"@\n" +
 	"\x12ListGroupsResponse\x12*\n" +
-	"\x06groups\x18\x01 \x03(\v2\x12.imbridge.v1.GroupR\x06groups\"\xa5\x04\n" +
+	"\x06groups\x18\x01 \x03(\v2\x12.imbridge.v1.GroupR\x06groups\"\xd2\x04\n" +
 	"\x05Group\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\x06filter\x18\x02 \x01(\v2\x18.imbridge.v1.EventFilterR\x06filter\x12\x16\n" +
@@ -1051,7 +1060,8 @@ const file_imbridge_v1_admin_proto_rawDesc = "" +
 	" \x01(\x04R\x11deliveredSequence\x124\n" +
 	"\acreated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12%\n" +
 	"\x0emax_deliveries\x18\f \x01(\rR\rmaxDeliveries\x12(\n" +
-	"\x05order\x18\r \x01(\x0e2\x12.imbridge.v1.OrderR\x05order\"%\n" +
+	"\x05order\x18\r \x01(\x0e2\x12.imbridge.v1.OrderR\x05order\x12+\n" +
+	"\x11members_elsewhere\x18\x0e \x01(\x05R\x10membersElsewhere\"%\n" +
 	"\x0fGetGroupRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
 	"\x12DeleteGroupRequest\x12\x12\n" +
