@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,8 +156,10 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 	delivered := map[string]bool{}
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
+	var subscriptions atomic.Int32
 	go func() {
 		for ctx.Err() == nil {
+			subscriptions.Add(1)
 			stream, err := b.Events.Subscribe(ctx)
 			if err != nil {
 				continue
@@ -268,8 +271,9 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 		}
 		mu.Unlock()
 		if len(missing) == 0 {
-			t.Logf("killed stream leader %s under %d posters: %d callbacks OK, %d answered 503, slowest answer %v, longest time without an OK %v; every OK delivered %v after the kill",
-				leader, posters, ok, unavailable, slowest.Round(time.Millisecond), longestGap.Round(time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+			t.Logf("killed stream leader %s under %d posters: %d callbacks OK, %d answered 503, slowest answer %v, longest time without an OK %v; every OK delivered %v after the kill (the sink subscribed %d times; bridges on %s, %s)",
+				leader, posters, ok, unavailable, slowest.Round(time.Millisecond), longestGap.Round(time.Millisecond), time.Since(killed).Round(100*time.Millisecond),
+				subscriptions.Load(), a.Log.Conn().ConnectedServerName(), b.Log.Conn().ConnectedServerName())
 			break
 		}
 		if time.Now().After(deadline) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ func (m *member) fetch(ctx context.Context) error {
 	defer m.drain(sub, msgs)
 	next := jetstream.DefaultAPIPrefix + "CONSUMER.MSG.NEXT." + m.s.log.Stream() + "." + m.sub.Group
 	whole := false // the next record is larger than what is free: take it alone
+	lost := 0      // pull requests lost in a row (no heartbeat)
 	for {
 		free, freeBytes := m.waitFree(ctx)
 		if ctx.Err() != nil {
@@ -69,6 +71,26 @@ func (m *member) fetch(ctx context.Context) error {
 			maxBytes = 0
 		}
 		got, tooBig, err := m.pull(ctx, nc, next, sub.Subject, msgs, n, maxBytes)
+		if errors.Is(err, errNoHeartbeat) || errors.Is(err, errPullNoResponders) {
+			// The request was lost (the node that held it, or the one this bridge was connected
+			// to, went away), or the consumer has no leader for now. Ask again while the
+			// connection is (or is back) up and the consumer exists; what the log sent to a lost
+			// request comes back after the ack wait.
+			if lost++; lost > maxLostPulls || !nc.IsConnected() || m.consumerGone(ctx) {
+				if errors.Is(err, errPullNoResponders) {
+					return status.Errorf(codes.Unavailable, "consumer group %s: the consumer is gone from the event log", m.sub.Group)
+				}
+				return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
+			}
+			m.s.logger.Warn("pull request lost: asking again", "group", m.sub.Group, "nats", nc.ConnectedServerName(), "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(lostPullWait):
+			}
+			continue
+		}
+		lost = 0
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
@@ -127,7 +149,7 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 		case <-ctx.Done():
 			return got, false, nil
 		case <-idle.C:
-			return got, false, status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
+			return got, false, errNoHeartbeat
 		case msg := <-msgs:
 			if code, ok := pullStatus(msg); ok {
 				if ended, err := m.pullEnded(code, msg.Header); ended {
@@ -150,6 +172,26 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 		}
 	}
 	return got, false, nil
+}
+
+// errNoHeartbeat: a pull request's heartbeats stopped (the request was lost with a node).
+var errNoHeartbeat = errors.New("no heartbeat from the event log")
+
+// errPullNoResponders: nobody answered a pull request (the consumer is gone, or between leaders).
+var errPullNoResponders = errors.New("no responders")
+
+// maxLostPulls is how many pull requests in a row may be lost before the member is cut off (a log
+// that keeps losing them is not coming back), each asked again after lostPullWait.
+const (
+	maxLostPulls = 5
+	lostPullWait = 250 * time.Millisecond
+)
+
+// consumerGone reports whether the log says the group's consumer no longer exists (deleted under
+// its members); not knowing (the log does not answer) is not gone.
+func (m *member) consumerGone(ctx context.Context) bool {
+	_, err := m.s.log.JetStream().Consumer(ctx, m.s.log.Stream(), m.sub.Group)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
 // pullTooBig describes the status that ends a pull request whose next record would pass its
@@ -176,8 +218,8 @@ func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
 	case code == "423": // a pinned reader whose pin went to another instance (it timed out)
 		m.pinID = ""
 		return true, nil
-	case code == "503": // no responders
-		why = "the consumer is gone from the event log"
+	case code == "503": // no responders: the consumer is gone, or its leader is being elected
+		return true, errPullNoResponders
 	}
 	return true, status.Errorf(codes.Unavailable, "consumer group %s: %s %s", m.sub.Group, code, why)
 }
