@@ -72,7 +72,7 @@ func main() {
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
 	flag.StringVar(&cfg.Profile, "profile", "", "save the bridge's CPU profile, allocations and execution trace of each measured run in this directory (for diagnosis: tracing slows the bridge)")
-	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order", "which scenarios to run (the baseline always runs)")
+	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order", "which scenarios to run (the baseline always runs); also cluster: 2 bridges on a 3-node JetStream cluster against 1 on 1 node")
 	flag.IntVar(&cfg.OrderEvents, "order-events", 40000, "events (over 1000 IM groups) stored before 4 members of a group drain them, ordered and not")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the bridge with authentication on: OpenIM Basic credentials and a path secret, a token for every subscriber")
@@ -183,6 +183,17 @@ func run(cfg config) (*report, error) {
 			return nil, err
 		}
 		rep.metric("backlog", fmt.Sprintf("drain of %d stored events", cfg.Backlog), rate, "events/s", ">= 100000", rate >= 100000)
+	}
+	if cfg.wants("cluster") {
+		step("cluster")
+		single, cluster, err := clusterIngest(ctx, cfg, dataDir("cluster"))
+		if err != nil {
+			return nil, err
+		}
+		rep.load("cluster", "1 bridge on a 1-node NATS (--nats-url), after-callbacks", single)
+		rep.load("cluster", "2 bridges on a 3-node NATS cluster, R3 stream, after-callbacks", cluster)
+		rep.metric("cluster", "2 bridges on 3 nodes / 1 on 1 (same 2 cores)", cluster.rate()/single.rate(), "x", "", true)
+		rep.errors("cluster", cluster)
 	}
 	if cfg.wants("order") {
 		var rates [2]float64
