@@ -158,7 +158,7 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 	defer stop()
 	var subscriptions atomic.Int32
 	go func() {
-		for ctx.Err() == nil {
+		for ; ctx.Err() == nil; time.Sleep(100 * time.Millisecond) { // a subscriber's backoff
 			subscriptions.Add(1)
 			stream, err := b.Events.Subscribe(ctx)
 			if err != nil {
@@ -224,11 +224,14 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 		defer resMu.Unlock()
 		return len(results) >= 300
 	})
-	si, err := a.Log.JetStream().Stream(t.Context(), a.Log.Stream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := si.CachedInfo().Cluster.Leader
+	var leader string
+	bridgetest.WaitFor(t, "the stream's leader", func() bool {
+		si, err := a.Log.JetStream().Stream(t.Context(), a.Log.Stream())
+		if err == nil && si.CachedInfo().Cluster != nil {
+			leader = si.CachedInfo().Cluster.Leader
+		}
+		return cluster.node(leader) != nil
+	})
 	killed := time.Now()
 	cluster.node(leader).Shutdown()
 	wg.Wait()
@@ -247,7 +250,8 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 			t.Errorf("callback %s: %d %s; want OK or OpenIM's 503", r.id, r.status, r.body)
 		}
 		slowest = max(slowest, r.took)
-		if r.took > budget+time.Second {
+		if r.took > budget+3*time.Second { // the budget, and room for 2 busy cores to answer
+
 			t.Errorf("callback %s answered after %v; want within the %v budget", r.id, r.took, budget)
 		}
 	}

@@ -111,6 +111,34 @@ func electing(err error) bool {
 	return false
 }
 
+// maxElecting is how long readiness calls a leaderless cluster an election (Degraded) before it
+// calls it this instance's problem: a real election takes seconds, and an instance stuck on the
+// minority side of a partition should be drained while the others serve.
+const maxElecting = 30 * time.Second
+
+// leaderless reports whether err is JetStream saying it has no leader to answer: no responders, or
+// its 503 "temporarily unavailable". A timeout is not: this instance's node may be cut off.
+func leaderless(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.As(err, &apiErr) && apiErr.Code == 503
+}
+
+// electingFor notes whether readiness now finds the cluster leaderless, and reports whether it has
+// been so for less than maxElecting.
+func (l *Log) electingFor(now bool) bool {
+	l.electingMu.Lock()
+	defer l.electingMu.Unlock()
+	if !now {
+		l.electingSince = time.Time{}
+		return false
+	}
+	if l.electingSince.IsZero() {
+		l.electingSince = time.Now()
+	}
+	return time.Since(l.electingSince) < maxElecting
+}
+
 // LogElecting is the readiness error of a log whose cluster cannot answer for now (its stream or
 // meta leader is being elected, or it lost its quorum): every bridge instance on it is in the same
 // state, so it says Degraded, for a load balancer to keep the instance (callbacks are answered 503

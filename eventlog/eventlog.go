@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -80,6 +81,10 @@ type Log struct {
 	room       room               // room.go
 	storeDir   string             // the embedded server's, absolute
 	stopWatch  context.CancelFunc // ends the embedded server's watchdog (room.go); nil with an external one
+	// electingSince is when readiness first found the cluster without a leader; zero while it has
+	// one (cluster.go).
+	electingMu    sync.Mutex
+	electingSince time.Time
 }
 
 // Open starts (or connects to) the NATS server and makes sure the stream exists with the configured
@@ -251,10 +256,6 @@ func startEmbedded(dir string, opts Options) (*natsserver.Server, error) {
 	return ns, nil
 }
 
-// publishRetry: a publish that finds no stream to take it (its leader is being elected, or the
-// embedded JetStream restarts) is sent again every 50 ms until ctx ends; it was not stored.
-var publishRetry = []jetstream.PublishOpt{jetstream.WithRetryWait(50 * time.Millisecond), jetstream.WithRetryAttempts(1 << 20)}
-
 // Publish stores one message and returns its stream sequence once the log has acknowledged it:
 // from then on the message survives a crash of this process. It waits until ctx ends, retrying
 // while no stream answers.
@@ -262,7 +263,17 @@ func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
 	if err := l.refuse(); err != nil {
 		return 0, err
 	}
-	ack, err := l.js.PublishMsg(ctx, msg, publishRetry...)
+	// A publish that finds no stream to take it (its leader is being elected, or the embedded
+	// JetStream restarts) was not stored: it is sent again until ctx ends. (Not with the client's
+	// retry options: any option gives every message a header, which costs on every record.)
+	ack, err := l.js.PublishMsg(ctx, msg)
+	for err != nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)) && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+			ack, err = l.js.PublishMsg(ctx, msg)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			return 0, ErrClosed
@@ -301,11 +312,12 @@ func (l *Log) Ready(ctx context.Context) error {
 		return fmt.Errorf("nats: %s", l.nc.Status())
 	}
 	if _, err := l.stream.Info(ctx); err != nil {
-		if l.ns == nil && electing(err) {
+		if l.ns == nil && l.electingFor(leaderless(err)) {
 			return &LogElecting{err: fmt.Errorf("stream info: %w", err)}
 		}
 		return fmt.Errorf("stream info: %w", err)
 	}
+	l.electingFor(false)
 	return l.roomError(ctx)
 }
 

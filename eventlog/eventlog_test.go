@@ -87,6 +87,35 @@ func TestExternalStreamKept(t *testing.T) {
 	}
 }
 
+// TestExternalStreamUpdated: with UpdateStream, an existing stream whose retention differs from the
+// options is changed to them, its other settings kept.
+func TestExternalStreamUpdated(t *testing.T) {
+	t.Parallel()
+	url := bridgetest.ExternalNATS(t)
+	ctx := t.Context()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour, MaxMsgSize: 100_000}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Open(ctx, eventlog.Options{URL: url, MaxAge: 2 * time.Hour, MaxBytes: 1 << 30, UpdateStream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	info, err := js.Stream(ctx, eventlog.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.CachedInfo().Config; c.MaxAge != 2*time.Hour || c.MaxBytes != 1<<30 || c.MaxMsgSize != 100_000 {
+		t.Errorf("after Open with UpdateStream: max age %v, max bytes %d, max msg size %d; want 2h, 1GiB and the operator's 100000", c.MaxAge, c.MaxBytes, c.MaxMsgSize)
+	}
+}
+
 // TestEmbeddedMessageLimit: the embedded log takes messages as large as gRPC delivers by default.
 func TestEmbeddedMessageLimit(t *testing.T) {
 	t.Parallel()

@@ -192,6 +192,9 @@ func validateSubscription(sub *pb.Subscription) error {
 		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
 			return fmt.Errorf("ack_wait: invalid duration")
 		}
+		if w := d.AsDuration(); w > 0 && w < MinAckWait {
+			return fmt.Errorf("ack_wait %v: at least %v (0: the group's)", w, MinAckWait)
+		}
 	}
 	if sub.GetMaxDeliveries() > MaxDeliveries {
 		return fmt.Errorf("max_deliveries %d: at most %d", sub.GetMaxDeliveries(), MaxDeliveries)

@@ -433,9 +433,12 @@ func (m *member) letGo(rec *record) {
 		}
 		return
 	}
-	if rec.changed {
+	if rec.changed && !m.keepFailed.Load() {
 		if err := m.s.keepState(m.sub.Group, rec.seq, recordState{Acked: rec.ackedIDs(), Reason: rec.reason}); err != nil {
 			// The record comes back whole: its acked events are delivered again (at least once).
+			// So do the others being let go of now: a log that did not take this entry within
+			// stateTimeout would make a member leaving with many records wait that long for each.
+			m.keepFailed.Store(true)
 			m.s.logger.Warn("redelivery entry not written: the record comes back whole", "group", m.sub.Group, "seq", rec.seq, "err", err)
 		}
 	}

@@ -33,6 +33,10 @@ import (
 // IM group's events in log order, until every record pending in the group is with it (or acked), or
 // an ack wait has passed. A graceful handover takes milliseconds; after an instance is killed, the
 // group waits for its pin to time out (pinnedTTL) and then for its records' ack wait.
+//
+// A reader that loses its pin (it was quiet for pinnedTTL, or the consumer's leader changed), or
+// whose pull request was lost, stops: its members are cut off and reconnect, and the next reader
+// catches up, so that the group is never read by two instances at once nor past lost records.
 
 // pinGroup is the priority group of an ordered group's consumer.
 const pinGroup = "imbridge"
@@ -347,7 +351,7 @@ func (og *orderedGroup) settle(m *member, ids []string, n *nackInfo) {
 func (og *orderedGroup) readyFirst(ev *orderedEvent) {
 	og.mu.Lock()
 	defer og.mu.Unlock()
-	if og.byID[ev.id] == ev && ev.holder == nil {
+	if og.byID[ev.id] == ev && ev.holder == nil && !slices.Contains(og.ready, ev) {
 		og.ready = append([]*orderedEvent{ev}, og.ready...)
 		og.broadcast()
 	}
@@ -479,7 +483,7 @@ func (m *member) heldMsg(id string) *nats.Msg {
 // keepHeld tells the log, every third of the ack wait, that the records this member holds are being
 // worked on: an ordered group's reader holds records while their events wait their turn.
 func (m *member) keepHeld(ctx context.Context) {
-	every := m.ackWait / 3
+	every := max(m.ackWait/3, 100*time.Millisecond) // the ack wait is read from the consumer: any value
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -37,9 +37,12 @@ const (
 	presencePrefix = "imbridge.presence"
 	presenceEvery  = time.Second
 	presenceStale  = 3 * presenceEvery
-	// maxPresenceGroups bounds one instance's message: it serves at most that many groups (one
-	// member each at --max-subscribers).
-	maxPresenceGroups = 100000
+	// maxPresenceGroups bounds one instance's message (it serves at most --max-subscribers
+	// members), maxPresenceMembers a group's members on one instance, and maxOtherInstances the
+	// instances remembered: a message is outside input, and these keep what it can cost bounded.
+	maxPresenceGroups  = 100000
+	maxPresenceMembers = 1 << 20
+	maxOtherInstances  = 1024
 )
 
 // presenceMsg is what an instance says about itself. It is outside input (parsePresence).
@@ -183,6 +186,10 @@ func (p *presence) receive(msg *nats.Msg) {
 		delete(p.others, instance)
 		return
 	}
+	if _, known := p.others[instance]; !known && len(p.others) >= maxOtherInstances {
+		p.logger.Warn("presence of too many instances: one more ignored", "instance", instance, "most", maxOtherInstances)
+		return
+	}
 	p.others[instance] = &otherInstance{heard: now, groups: groups}
 }
 
@@ -201,7 +208,7 @@ func parsePresence(data []byte) (map[string]presentGroup, error) {
 		if err := validGroupName(g.Name); err != nil {
 			return nil, err
 		}
-		if g.Members < 1 {
+		if g.Members < 1 || g.Members > maxPresenceMembers {
 			return nil, fmt.Errorf("group %s: %d members", g.Name, g.Members)
 		}
 		f := new(pb.EventFilter)
@@ -224,7 +231,7 @@ func (p *presence) elsewhere(group string) int {
 			n += o.groups[group].members
 		}
 	}
-	return n
+	return min(n, maxPresenceMembers) // fits an int32 (Group.members_elsewhere)
 }
 
 // deciding appends to groups the decider groups with members on other instances whose filter

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,7 +50,16 @@ type pendingEvent struct {
 	key      dedupKey  // its dedup key, zero if none (dedup.go): the record's Nats-Msg-Id when it is stored alone
 	deadline time.Time // when its IM server is answered 503 if the log has not acknowledged it
 	done     chan error
+	// state is pendingQueued until a committer takes the event to write it (pendingTaken) or its
+	// caller stops waiting for one (pendingAbandoned): whoever moves it first owns msg.Data.
+	state atomic.Int32
 }
+
+const (
+	pendingQueued = iota
+	pendingTaken
+	pendingAbandoned
+)
 
 func newCommitter(log *eventlog.Log, maxMessageBytes int) *committer {
 	c := &committer{log: log, maxRecordBytes: min(maxRecordBytes, maxMessageBytes), queue: make(chan *pendingEvent, 4096)}
@@ -77,7 +87,20 @@ func (c *committer) store(ctx context.Context, msg *nats.Msg, key dedupKey, dead
 	if err := c.enqueue(ctx, p); err != nil {
 		return err
 	}
-	return <-p.done
+	// Both committers may be in a publish the log does not answer (an election): the event is not
+	// left waiting past its deadline behind them.
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case err := <-p.done:
+		return err
+	case <-t.C:
+		if p.state.CompareAndSwap(pendingQueued, pendingAbandoned) {
+			return errPublishBudget // no committer will touch it
+		}
+		// Being written: its record's publish ends by the earliest deadline in it.
+		return <-p.done
+	}
 }
 
 func (c *committer) enqueue(ctx context.Context, p *pendingEvent) error {
@@ -150,16 +173,20 @@ func (c *committer) write(group []*pendingEvent, size int) {
 	// Events whose deadline passed while they were queued are not stored: their IM server is told
 	// so now, and would have given up by the time the log answered.
 	now := time.Now()
-	deadline := group[0].deadline
+	var deadline time.Time // the earliest of the events written
 	kept := group[:0]
 	for _, p := range group {
+		if !p.state.CompareAndSwap(pendingQueued, pendingTaken) {
+			size -= len(p.msg.Data) + recordFraming // its caller gave up waiting: nobody to answer
+			continue
+		}
 		if !now.Before(p.deadline) {
 			p.done <- errPublishBudget
 			size -= len(p.msg.Data) + recordFraming
 			continue
 		}
 		kept = append(kept, p)
-		if p.deadline.Before(deadline) {
+		if deadline.IsZero() || p.deadline.Before(deadline) {
 			deadline = p.deadline
 		}
 	}

@@ -36,6 +36,44 @@ func TestCommitterClose(t *testing.T) {
 	c.close() // twice is fine
 }
 
+// TestStoreDeadlineBehindBusyCommitters: while both committers wait on a log that takes no write
+// (its stream is gone), an event queued behind them is answered at its own deadline, not theirs,
+// and is never written.
+func TestStoreDeadlineBehindBusyCommitters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	log := openLog(t)
+	if err := log.JetStream().DeleteStream(ctx, log.Stream()); err != nil {
+		t.Fatal(err)
+	}
+	c := newCommitter(log, maxRecordBytes)
+	defer c.close()
+	// One event per committer, each taken before the next is queued.
+	var slow []*pendingEvent
+	for i := range committers {
+		p := &pendingEvent{msg: &nats.Msg{Subject: eventlog.SubjectPrefix + ".slow", Data: []byte{'s', byte(i)}}, deadline: time.Now().Add(3 * time.Second), done: make(chan error, 1)}
+		if err := c.enqueue(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); p.state.Load() != pendingTaken; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("no committer took the event")
+			}
+		}
+		slow = append(slow, p)
+	}
+	start := time.Now()
+	err := c.store(ctx, &nats.Msg{Subject: eventlog.SubjectPrefix + ".quick", Data: []byte("q")}, dedupKey{}, time.Now().Add(100*time.Millisecond))
+	if took := time.Since(start); !errors.Is(err, errPublishBudget) || took < 100*time.Millisecond || took > 2*time.Second {
+		t.Errorf("store behind busy committers: %v after %v; want errPublishBudget at its 100ms deadline", err, took)
+	}
+	for _, p := range slow {
+		if err := <-p.done; !errors.Is(err, errPublishBudget) {
+			t.Errorf("store to a log that takes nothing: %v; want errPublishBudget", err)
+		}
+	}
+}
+
 // BenchmarkCommitterStore: concurrent callbacks storing seed-sized events through the committers
 // into the embedded log; each store returns once its record is acknowledged.
 func BenchmarkCommitterStore(b *testing.B) {

@@ -42,7 +42,8 @@ func (m *member) fetch(ctx context.Context) error {
 		if free == 0 {
 			// A pinned reader without room: a pull request that takes nothing keeps its pin.
 			if m.pinID != "" {
-				if _, _, err := m.pull(ctx, nc, next, sub.Subject, msgs, 0, 0); err != nil {
+				_, _, err := m.pull(ctx, nc, next, sub.Subject, msgs, 0, 0)
+				if retry, err := m.pullLost(ctx, nc, err, &lost); !retry {
 					return err
 				}
 			}
@@ -71,31 +72,40 @@ func (m *member) fetch(ctx context.Context) error {
 			maxBytes = 0
 		}
 		got, tooBig, err := m.pull(ctx, nc, next, sub.Subject, msgs, n, maxBytes)
-		if errors.Is(err, errNoHeartbeat) || errors.Is(err, errPullNoResponders) {
-			// The request was lost (the node that held it, or the one this bridge was connected
-			// to, went away), or the consumer has no leader for now. Ask again while the
-			// connection is (or is back) up and the consumer exists; what the log sent to a lost
-			// request comes back after the ack wait.
-			if lost++; lost > maxLostPulls || !nc.IsConnected() || m.consumerGone(ctx) {
-				if errors.Is(err, errPullNoResponders) {
-					return status.Errorf(codes.Unavailable, "consumer group %s: the consumer is gone from the event log", m.sub.Group)
-				}
-				return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
-			}
-			m.s.logger.Warn("pull request lost: asking again", "group", m.sub.Group, "nats", nc.ConnectedServerName(), "err", err)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(lostPullWait):
-			}
-			continue
-		}
-		lost = 0
-		if err != nil || ctx.Err() != nil {
+		if retry, err := m.pullLost(ctx, nc, err, &lost); !retry || ctx.Err() != nil {
 			return err
 		}
 		whole = got == 0 && tooBig
 	}
+}
+
+// pullLost decides what a pull request's outcome means for the member: go on (retry), or end with
+// err. A request lost with a node (no heartbeat), or sent while the consumer had no leader (no
+// responders), is asked again, after lostPullWait, while the connection is (or is back) up and the
+// consumer exists: what the log sent to a lost request comes back after the ack wait. An ordered
+// group's reader does not ask again: later records would go out before the lost ones come back, so
+// it stops, and the next reader catches up (ordered.go). lost counts the requests lost in a row.
+func (m *member) pullLost(ctx context.Context, nc *nats.Conn, err error, lost *int) (retry bool, _ error) {
+	if !errors.Is(err, errNoHeartbeat) && !errors.Is(err, errPullNoResponders) {
+		*lost = 0
+		return err == nil, err
+	}
+	gone := func() error {
+		if errors.Is(err, errPullNoResponders) {
+			return status.Errorf(codes.Unavailable, "consumer group %s: the consumer is gone from the event log, or has no leader", m.sub.Group)
+		}
+		return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
+	}
+	if *lost++; m.dispatch != nil || *lost > maxLostPulls || !nc.IsConnected() || m.consumerGone(ctx) {
+		return false, gone()
+	}
+	m.s.logger.Warn("pull request lost: asking again", "group", m.sub.Group, "nats", nc.ConnectedServerName(), "err", err)
+	select {
+	case <-ctx.Done():
+		return false, nil
+	case <-time.After(lostPullWait):
+	}
+	return true, nil
 }
 
 // A pull request waits at most pullExpires for records; while it waits, the log sends a heartbeat
@@ -158,8 +168,13 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 			} else {
 				got++
 				left -= msg.Size()
-				if m.pinned && m.keepPin(msg.Header.Get(pinHeader)) {
-					m.dispatch.pinned(ctx)
+				if m.pinned && fromLog(msg) {
+					switch m.keepPin(msg.Header.Get(pinHeader)) {
+					case pinNew:
+						m.dispatch.pinned(ctx)
+					case pinMoved:
+						return got, false, errPinLost
+					}
 				}
 				if err := m.handle(ctx, msg); err != nil {
 					return got, false, err
@@ -215,9 +230,8 @@ func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
 		return false, nil
 	case code == "409" && why == "Leadership Change":
 		return true, nil
-	case code == "423": // a pinned reader whose pin went to another instance (it timed out)
-		m.pinID = ""
-		return true, nil
+	case code == "423": // a pinned reader whose pin went elsewhere (it timed out, or a leader changed)
+		return true, errPinLost
 	case code == "503": // no responders: the consumer is gone, or its leader is being elected
 		return true, errPullNoResponders
 	}
@@ -227,16 +241,31 @@ func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
 // pinHeader carries, on each record delivered to an ordered group's pinned reader, its pin.
 const pinHeader = "Nats-Pin-Id"
 
-// keepPin keeps the pin the log gave this reader, to send with its pull requests, and reports
-// whether it is a new one. The pin is outside input: only a NUID-like token is kept.
-func (m *member) keepPin(id string) bool {
+// errPinLost: an ordered group's reader lost its pin (it went quiet for pinnedTTL, or the
+// consumer's leader changed). Another instance may read the group now: this reader stops, handing
+// its records back, and its members reconnect (ordered.go).
+var errPinLost = status.Error(codes.Unavailable, "ordered group: this instance lost its turn to read the group (its pin moved): reconnect")
+
+// What a record's pin says to the reader that got it.
+const (
+	pinSame  = iota // the pin it holds, or none
+	pinNew          // its first pin: catch up (ordered.go)
+	pinMoved        // another pin: it lost its own
+)
+
+// keepPin keeps the pin the log gave this reader, to send with its pull requests. The pin is
+// outside input: only a NUID-like token is kept.
+func (m *member) keepPin(id string) int {
 	if id == m.pinID || id == "" || len(id) > 64 || strings.ContainsFunc(id, func(r rune) bool {
 		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z')
 	}) {
-		return false
+		return pinSame
+	}
+	if m.pinID != "" {
+		return pinMoved
 	}
 	m.pinID = id
-	return true
+	return pinNew
 }
 
 // pullStatus reports the status code of a message from the log that carries no record: a heartbeat,

@@ -25,7 +25,10 @@ import (
 
 // Subscriber defaults.
 const (
-	DefaultAckWait     = 30 * time.Second
+	DefaultAckWait = 30 * time.Second
+	// MinAckWait bounds Subscription.ack_wait from below: shorter, a record would be delivered
+	// again before its event has crossed the network.
+	MinAckWait         = 100 * time.Millisecond
 	DefaultMaxInFlight = 256
 	// DefaultPublishTimeout is Options.PublishTimeout's default: below Tencent's 2 s wait for an
 	// answer (OpenIM waits 5 s), with room to write the answer.

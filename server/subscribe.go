@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -208,11 +209,13 @@ type member struct {
 	// A member of an ordered group gets its events from the group's reader here, and holds ordOut
 	// of them (guarded by ordered.mu). The reader hands the events it fetches to dispatch, and pulls
 	// pinned: pinID is the pin the log gave it (fetch's goroutine only).
-	ordered  *orderedGroup
-	ordOut   int
-	dispatch *orderedGroup
-	pinned   bool
-	pinID    string
+	ordered *orderedGroup
+	ordOut  int
+	// keepFailed: a redelivery entry was not written; the member's others are not tried.
+	keepFailed atomic.Bool
+	dispatch   *orderedGroup
+	pinned     bool
+	pinID      string
 }
 
 // receive handles acks and verdicts until the stream ends. When the subscriber closes its side
