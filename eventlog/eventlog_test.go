@@ -58,17 +58,8 @@ func testLog(t *testing.T, opts eventlog.Options) {
 // TestExternalStreamKept: an existing stream on an external server keeps its operators' settings.
 func TestExternalStreamKept(t *testing.T) {
 	t.Parallel()
-	url := bridgetest.ExternalNATS(t)
 	ctx := t.Context()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour, MaxMsgSize: 100_000}); err != nil {
-		t.Fatal(err)
-	}
+	url, js := operatorStream(t)
 	l, err := eventlog.Open(ctx, eventlog.Options{URL: url})
 	if err != nil {
 		t.Fatal(err)
@@ -87,21 +78,29 @@ func TestExternalStreamKept(t *testing.T) {
 	}
 }
 
-// TestExternalStreamUpdated: with UpdateStream, an existing stream whose retention differs from the
-// options is changed to them, its other settings kept.
-func TestExternalStreamUpdated(t *testing.T) {
-	t.Parallel()
+// operatorStream starts an external NATS server whose operators made the stream themselves (1h
+// max age, 100,000-byte messages), and returns its URL and a JetStream client of theirs.
+func operatorStream(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
 	url := bridgetest.ExternalNATS(t)
-	ctx := t.Context()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour, MaxMsgSize: 100_000}); err != nil {
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: eventlog.DefaultStream, Subjects: []string{eventlog.SubjectPrefix + ".>"}, MaxAge: time.Hour, MaxMsgSize: 100_000}); err != nil {
 		t.Fatal(err)
 	}
+	return url, js
+}
+
+// TestExternalStreamUpdated: with UpdateStream, an existing stream whose retention differs from the
+// options is changed to them, its other settings kept.
+func TestExternalStreamUpdated(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url, js := operatorStream(t)
 	l, err := eventlog.Open(ctx, eventlog.Options{URL: url, MaxAge: 2 * time.Hour, MaxBytes: 1 << 30, UpdateStream: true})
 	if err != nil {
 		t.Fatal(err)
