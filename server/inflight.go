@@ -438,7 +438,7 @@ func (m *member) letGo(rec *record) {
 			// The record comes back whole: its acked events are delivered again (at least once).
 			// So do the others being let go of now: a log that did not take this entry within
 			// stateTimeout would make a member leaving with many records wait that long for each.
-			m.keepFailed.Store(true)
+			m.keepFailed.Store(m.releasing.Load()) // only a release gives up on the rest
 			m.s.logger.Warn("redelivery entry not written: the record comes back whole", "group", m.sub.Group, "seq", rec.seq, "err", err)
 		}
 	}
@@ -461,9 +461,12 @@ func (m *member) release() {
 	clear(m.pending)
 	m.heldBytes = 0
 	m.mu.Unlock()
+	m.releasing.Store(true)
 	// In log order: the log delivers what is handed back in the order it came back.
 	slices.SortFunc(recs, func(a, b *record) int { return cmp.Compare(a.seq, b.seq) })
 	for _, rec := range recs {
 		m.letGo(rec)
 	}
+	m.releasing.Store(false)
+	m.keepFailed.Store(false)
 }

@@ -96,7 +96,7 @@ func (m *member) pullLost(ctx context.Context, nc *nats.Conn, err error, lost *i
 		}
 		return status.Errorf(codes.Unavailable, "consumer group %s: no heartbeat from the event log", m.sub.Group)
 	}
-	if *lost++; m.dispatch != nil || *lost > maxLostPulls || !nc.IsConnected() || m.consumerGone(ctx) {
+	if *lost++; m.dispatch != nil && m.pinID != "" || *lost > maxLostPulls || !nc.IsConnected() || m.consumerGone(ctx) {
 		return false, gone()
 	}
 	m.s.logger.Warn("pull request lost: asking again", "group", m.sub.Group, "nats", nc.ConnectedServerName(), "err", err)
@@ -173,6 +173,8 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 					case pinNew:
 						m.dispatch.pinned(ctx)
 					case pinMoved:
+						nak(msg)     // not handled: hand it back
+						m.pinID = "" // the pin is another reader's now: never unpin it
 						return got, false, errPinLost
 					}
 				}
@@ -231,6 +233,7 @@ func (m *member) pullEnded(code string, hdr nats.Header) (bool, error) {
 	case code == "409" && why == "Leadership Change":
 		return true, nil
 	case code == "423": // a pinned reader whose pin went elsewhere (it timed out, or a leader changed)
+		m.pinID = "" // the pin is another reader's now: never unpin it
 		return true, errPinLost
 	case code == "503": // no responders: the consumer is gone, or its leader is being elected
 		return true, errPullNoResponders

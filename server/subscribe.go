@@ -211,11 +211,11 @@ type member struct {
 	// pinned: pinID is the pin the log gave it (fetch's goroutine only).
 	ordered *orderedGroup
 	ordOut  int
-	// keepFailed: a redelivery entry was not written; the member's others are not tried.
-	keepFailed atomic.Bool
-	dispatch   *orderedGroup
-	pinned     bool
-	pinID      string
+	// keepFailed: while releasing, a redelivery entry was not written; the rest are not tried.
+	releasing, keepFailed atomic.Bool
+	dispatch              *orderedGroup
+	pinned                bool
+	pinID                 string
 }
 
 // receive handles acks and verdicts until the stream ends. When the subscriber closes its side
