@@ -264,15 +264,12 @@ func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
 		return 0, err
 	}
 	// A publish that finds no stream to take it (its leader is being elected, or the embedded
-	// JetStream restarts) was not stored: it is sent again until ctx ends. (Not with the client's
-	// retry options: any option gives every message a header, which costs on every record.)
+	// JetStream restarts) was not stored: it is sent again until ctx ends. The client already
+	// tries again 250 ms later before giving up (ErrNoStreamResponse), which paces this loop. (Not
+	// with its retry options: any option gives every message a header, a cost on every record.)
 	ack, err := l.js.PublishMsg(ctx, msg)
-	for err != nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)) && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-			ack, err = l.js.PublishMsg(ctx, msg)
-		}
+	for errors.Is(err, jetstream.ErrNoStreamResponse) && ctx.Err() == nil {
+		ack, err = l.js.PublishMsg(ctx, msg)
 	}
 	if err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) {
