@@ -83,6 +83,8 @@ type Config struct {
 	// PublishTimeout bounds the wait for the log to acknowledge a callback's event
 	// (server.Options.PublishTimeout); 0: server.DefaultPublishTimeout.
 	PublishTimeout time.Duration
+	// FailoverWait: server.Options.FailoverWait; 0: server.DefaultFailoverWait.
+	FailoverWait time.Duration
 	// TencentSdkAppID and TencentToken add one Tencent app to the file's (a shorthand for
 	// callers.tencent.apps); a token needs its app.
 	TencentSdkAppID string
@@ -136,6 +138,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.PublishTimeout < 0 || cfg.PublishTimeout > 0 && (cfg.PublishTimeout < 10*time.Millisecond || cfg.PublishTimeout > server.MaxDeadline) {
 		return fmt.Errorf("--publish-timeout %v: want 10ms to %v, below the IM server's own timeout (Tencent 2s, OpenIM 5s)", cfg.PublishTimeout, server.MaxDeadline)
+	}
+	if cfg.FailoverWait < 0 || cfg.FailoverWait > 0 && (cfg.FailoverWait < server.MinAckWait || cfg.FailoverWait > time.Minute) {
+		return fmt.Errorf("--failover-wait %v: want %v to 1m", cfg.FailoverWait, server.MinAckWait)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -227,7 +232,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes, NoAccessLog: cfg.NoAccessLog,
 		DedupWindow: dedupWindow(cfg.DedupWindow), PublishTimeout: cfg.PublishTimeout,
-		Tracer: tracer,
+		FailoverWait: cfg.FailoverWait, Tracer: tracer,
 	})
 	if err != nil {
 		return err

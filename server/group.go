@@ -27,18 +27,22 @@ const (
 	metaDecide        = "imbridge.decide"
 	metaMaxDeliveries = "imbridge.max_deliveries" // absent in groups made before it: DefaultMaxDeliveries
 	metaOrder         = "imbridge.order"          // absent: unordered
-	metaOrderIMGroup  = "im_group"
+	// metaAckWait is the group's ack wait when the log's is shorter (Options.FailoverWait); absent
+	// in groups made before it, whose log ack wait is the group's.
+	metaAckWait      = "imbridge.ack_wait"
+	metaOrderIMGroup = "im_group"
 )
 
 // joinGroup finds or creates a group's durable consumer and counts the member in. It returns the
-// group's settings (sub's, except where sub left them unset) and the function that counts the
-// member out.
-func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, func(), error) {
+// group's settings (sub's, except where sub left them unset), the consumer's ack wait (the log
+// delivers a record again when it passes without an ack or an InProgress) and the function that
+// counts the member out.
+func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subscription, time.Duration, func(), error) {
 	s.groupsMu.Lock()
 	defer s.groupsMu.Unlock()
-	settings, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0 || s.presence.elsewhere(sub.Group) > 0)
+	settings, logAckWait, err := s.groupConsumer(ctx, sub, s.groupMembers[sub.Group] > 0 || s.presence.elsewhere(sub.Group) > 0)
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, nil, err
 	}
 	s.groupMembers[sub.Group]++
 	leave := func() {
@@ -48,7 +52,7 @@ func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subsc
 			delete(s.groupMembers, sub.Group)
 		}
 	}
-	return settings, leave, nil
+	return settings, logAckWait, leave, nil
 }
 
 // Members is how many members of group are connected to this bridge instance.
@@ -58,29 +62,29 @@ func (s *Server) Members(group string) int {
 	return s.groupMembers[group]
 }
 
-func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (*pb.Subscription, error) {
+func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (*pb.Subscription, time.Duration, error) {
 	js, streamName := s.log.JetStream(), s.log.Stream()
-	want := groupConfig(sub)
+	want := groupConfig(sub, s.failoverWait)
 	_, err := js.CreateConsumer(ctx, streamName, want)
 	if err == nil || !errors.Is(err, jetstream.ErrConsumerExists) {
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+			return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 		}
-		return sub, nil
+		return sub, want.AckWait, nil
 	}
 	c, err := js.Consumer(ctx, streamName, sub.Group)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
 	info := c.CachedInfo()
 	have, err := settingsOf(info.Config)
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
+		return nil, 0, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v", sub.Group, err)
 	}
 	if sub.Order != pb.Order_ORDER_UNSPECIFIED && have.Order != sub.Order {
 		// An ordered group is read by one instance at a time through a pinned JetStream consumer
 		// (ordered.go); members elsewhere may be pulling as the group was.
-		return nil, status.Errorf(codes.FailedPrecondition,
+		return nil, 0, status.Errorf(codes.FailedPrecondition,
 			"consumer group %s exists with order %v: the order of a group is fixed when it is created (delete the group to change it)", sub.Group, have.Order)
 	}
 	if sub.AckWait == nil || sub.MaxDeliveries == 0 || sub.Order != have.Order {
@@ -94,38 +98,54 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 		}
 	}
 	if sub.Order != pb.Order_ORDER_UNSPECIFIED && sub.Decide {
-		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s is ordered (order %v): it cannot decide, a before-callback cannot wait behind its IM group's earlier events", sub.Group, sub.Order)
+		return nil, 0, status.Errorf(codes.FailedPrecondition, "consumer group %s is ordered (order %v): it cannot decide, a before-callback cannot wait behind its IM group's earlier events", sub.Group, sub.Order)
 	}
 	if sameSettings(have, sub) {
 		// The member's own fields (group, max_in_flight; start, which an existing group ignores)
 		// with the group's settings as stored.
 		joined := proto.CloneOf(sub)
 		joined.Filter, joined.Decide, joined.AckWait, joined.MaxDeliveries, joined.Order = have.Filter, have.Decide, have.AckWait, have.MaxDeliveries, have.Order
-		return joined, nil
+		logAckWait := info.Config.AckWait
+		if _, ok := info.Config.Metadata[metaAckWait]; !ok && !inUse && logAckWait > s.failoverWait {
+			// Made before failover waits: its log ack wait becomes the failover wait. Not while
+			// members anywhere keep its records at the old pace.
+			cfg := info.Config
+			want := groupConfig(joined, s.failoverWait)
+			cfg.AckWait, cfg.Metadata = want.AckWait, want.Metadata
+			if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
+				return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+			}
+			logAckWait = cfg.AckWait
+		}
+		return joined, logAckWait, nil
 	}
 	if inUse {
-		return nil, status.Errorf(codes.FailedPrecondition,
+		return nil, 0, status.Errorf(codes.FailedPrecondition,
 			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v, max_deliveries %d): members of a group must agree",
 			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), have.MaxDeliveries)
 	}
 	// Replacing a group's settings changes what every member gets from then on (a narrower filter
 	// skips events the group would have had): where subscribers have tokens, that takes admin.
 	if p := auth.FromContext(ctx); p != nil && !p.MayManageGroups() {
-		return nil, status.Errorf(codes.FailedPrecondition,
+		return nil, 0, status.Errorf(codes.FailedPrecondition,
 			"consumer group %s exists with other settings (filter %v, decide %v, ack_wait %v, max_deliveries %d); subscriber %s may not replace them (scope admin)",
 			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), have.MaxDeliveries, p.Name)
 	}
-	want = groupConfig(sub) // with the group's order
+	want = groupConfig(sub, s.failoverWait) // with the group's order
 	cfg := info.Config
 	cfg.AckWait, cfg.FilterSubjects, cfg.FilterSubject, cfg.Metadata = want.AckWait, want.FilterSubjects, "", want.Metadata
 	if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
 	s.logger.Info("consumer group settings replaced", "group", sub.Group)
-	return sub, nil
+	return sub, cfg.AckWait, nil
 }
 
-func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
+// groupConfig is the consumer of a group with sub's settings. Its ack wait is at most failover: the
+// bridge keeps what its members hold from being delivered again until the group's ack wait passes
+// (member.keepHeld), and the records an instance held when it died go to other instances after
+// failover.
+func groupConfig(sub *pb.Subscription, failover time.Duration) jetstream.ConsumerConfig {
 	filter, _ := proto.MarshalOptions{Deterministic: true}.Marshal(sub.GetFilter())
 	decide := "false"
 	if sub.Decide {
@@ -135,7 +155,7 @@ func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
 		Durable:        sub.Group,
 		Description:    "imbridge consumer group",
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        ackWaitOf(sub),
+		AckWait:        min(ackWaitOf(sub), failover),
 		MaxDeliver:     -1, // delivered again until acked: nothing is dropped
 		FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -144,6 +164,7 @@ func groupConfig(sub *pb.Subscription) jetstream.ConsumerConfig {
 			metaFilter:        base64.StdEncoding.EncodeToString(filter),
 			metaDecide:        decide,
 			metaMaxDeliveries: strconv.Itoa(maxDeliveriesOf(sub)),
+			metaAckWait:       ackWaitOf(sub).String(),
 		},
 	}
 	if sub.Order == pb.Order_ORDER_IM_GROUP {
@@ -196,6 +217,14 @@ func settingsOf(cfg jetstream.ConsumerConfig) (*pb.Subscription, error) {
 		}
 		maxDeliveries = n
 	}
+	ackWait := cfg.AckWait
+	if raw, ok := cfg.Metadata[metaAckWait]; ok {
+		d, err := time.ParseDuration(raw)
+		if err != nil || d < MinAckWait || d < cfg.AckWait {
+			return nil, fmt.Errorf("stored ack_wait %q: want a duration of at least %v and of the consumer's ack wait", raw, MinAckWait)
+		}
+		ackWait = d
+	}
 	order := pb.Order_ORDER_UNSPECIFIED
 	switch raw := cfg.Metadata[metaOrder]; raw {
 	case "":
@@ -208,7 +237,7 @@ func settingsOf(cfg jetstream.ConsumerConfig) (*pb.Subscription, error) {
 		Order:         order,
 		Filter:        f,
 		Decide:        cfg.Metadata[metaDecide] == "true",
-		AckWait:       durationpb.New(cfg.AckWait),
+		AckWait:       durationpb.New(ackWait),
 		MaxDeliveries: uint32(maxDeliveries),
 	}, nil
 }

@@ -25,6 +25,7 @@ type record struct {
 	sent     time.Time      // the latest delivery; guarded by member.mu
 	unacked  map[string]int // each event not acked yet: its index in the record; guarded by member.mu
 	progress time.Time      // last InProgress; guarded by member.mu
+	touched  time.Time      // last ack or nack of one of its events; guarded by member.mu
 
 	// What the group did with the record's other events; guarded by member.mu. Acks are not
 	// listed as they come (that would cost an append per ack): ackedIDs works them out.
@@ -398,7 +399,8 @@ func (m *member) settle(ids []string, n *nackInfo, out []settled, done []*record
 			if now.IsZero() {
 				now = time.Now()
 			}
-			if now.Sub(rec.progress) > m.ackWait/3 {
+			rec.touched = now
+			if now.Sub(rec.progress) > m.logAckWait/3 {
 				rec.progress, st.progress = now, true
 			}
 		}
@@ -447,6 +449,69 @@ func (m *member) letGo(rec *record) {
 	} else {
 		_ = rec.msg.Nak()
 	}
+}
+
+// keepHeld tells the log, every third of its ack wait, that the records this member holds are
+// being worked on, until the group's ack wait has passed since each was delivered or one of its
+// events settled; an ordered group's reader, for as long as it holds them (their events wait their
+// turn). So a record held by an instance that dies comes back after the log's ack wait (the
+// failover wait), and one held by a live member after the group's. It returns the function that
+// stops it.
+func (m *member) keepHeld(ctx context.Context) (stop func()) {
+	if m.dispatch == nil && m.logAckWait >= m.ackWait {
+		return func() {} // the log's ack wait is the group's
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		every := max(m.logAckWait/3, 10*time.Millisecond)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		var msgs []*nats.Msg
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				msgs = m.dueInProgress(now, every, msgs[:0])
+				for _, msg := range msgs {
+					_ = msg.InProgress()
+				}
+				clear(msgs)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// dueInProgress appends to msgs the records to tell the log about now: held, their log ack wait a
+// third gone, and their group's ack wait not passed before the log's would.
+func (m *member) dueInProgress(now time.Time, every time.Duration, msgs []*nats.Msg) []*nats.Msg {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rec := range m.records {
+		since := latest(rec.sent, rec.progress) // the log's ack wait runs from it
+		if now.Sub(since) < every {
+			continue
+		}
+		if m.dispatch == nil && !since.Add(m.logAckWait).Before(latest(rec.sent, rec.touched).Add(m.ackWait)) {
+			continue // the log delivers it again when the group's ack wait has passed
+		}
+		rec.progress = now
+		msgs = append(msgs, rec.msg)
+	}
+	return msgs
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // release hands the records this member still holds back to its group at once, rather than after

@@ -89,7 +89,7 @@ func (s *Server) joinOrdered(m *member) func() {
 	s.groupsMu.Lock()
 	og := s.ordered[m.sub.Group]
 	if og == nil {
-		og = s.startOrdered(m.sub, s.orderedStopped[m.sub.Group])
+		og = s.startOrdered(m.sub, m.logAckWait, s.orderedStopped[m.sub.Group])
 		s.ordered[m.sub.Group] = og
 	}
 	og.members++
@@ -120,7 +120,7 @@ func (s *Server) joinOrdered(m *member) func() {
 
 // startOrdered starts an instance's reader of an ordered group, once the one before it (prev, if
 // not nil) has stopped.
-func (s *Server) startOrdered(sub *pb.Subscription, prev <-chan struct{}) *orderedGroup {
+func (s *Server) startOrdered(sub *pb.Subscription, logAckWait time.Duration, prev <-chan struct{}) *orderedGroup {
 	ctx, cancel := context.WithCancel(context.Background()) // stopped by the last member leaving
 	og := &orderedGroup{
 		s: s, name: sub.Group, maxDeliveries: maxDeliveriesOf(sub), cancel: cancel, stopped: make(chan struct{}),
@@ -128,7 +128,7 @@ func (s *Server) startOrdered(sub *pb.Subscription, prev <-chan struct{}) *order
 	}
 	r := newMember(s, sub)
 	r.who = "(reader)"
-	r.max, r.ackWait, r.maxDeliveries = orderedHeld, ackWaitOf(sub), og.maxDeliveries
+	r.max, r.ackWait, r.logAckWait, r.maxDeliveries = orderedHeld, ackWaitOf(sub), logAckWait, og.maxDeliveries
 	r.gm = s.metrics.forGroup(sub.Group)
 	r.dispatch, r.pinned = og, true
 	og.reader = r
@@ -141,14 +141,10 @@ func (s *Server) startOrdered(sub *pb.Subscription, prev <-chan struct{}) *order
 				return
 			}
 		}
-		keeping := make(chan struct{})
-		go func() {
-			defer close(keeping)
-			r.keepHeld(ctx)
-		}()
+		stopKeeping := r.keepHeld(ctx)
 		err := r.fetch(ctx)
 		cancel()
-		<-keeping
+		stopKeeping()
 		if err != nil {
 			s.logger.Warn("ordered group reader stopped", "group", og.name, "err", err)
 			og.fail(err)
@@ -236,7 +232,7 @@ func (og *orderedGroup) pinned(ctx context.Context) {
 // back) or an ack wait has passed, then readies the head of each IM group, in log order.
 func (og *orderedGroup) catchUp(ctx context.Context) {
 	r := og.reader
-	deadline := time.Now().Add(r.ackWait + time.Second)
+	deadline := time.Now().Add(r.logAckWait + time.Second)
 	wait := 5 * time.Millisecond
 	for {
 		// The consumer's info counts the records delivered and not acked: those held here, and
@@ -478,33 +474,6 @@ func (m *member) heldMsg(id string) *nats.Msg {
 		return rec.msg
 	}
 	return nil
-}
-
-// keepHeld tells the log, every third of the ack wait, that the records this member holds are being
-// worked on: an ordered group's reader holds records while their events wait their turn.
-func (m *member) keepHeld(ctx context.Context) {
-	every := max(m.ackWait/3, 100*time.Millisecond) // the ack wait is read from the consumer: any value
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			var msgs []*nats.Msg
-			m.mu.Lock()
-			for _, rec := range m.records {
-				if now.Sub(rec.progress) >= every && now.Sub(rec.sent) >= every {
-					rec.progress = now
-					msgs = append(msgs, rec.msg)
-				}
-			}
-			m.mu.Unlock()
-			for _, msg := range msgs {
-				_ = msg.InProgress()
-			}
-		}
-	}
 }
 
 // unpin lets another instance read the group at once, if this reader holds the pin.

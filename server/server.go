@@ -33,6 +33,9 @@ const (
 	// DefaultPublishTimeout is Options.PublishTimeout's default: below Tencent's 2 s wait for an
 	// answer (OpenIM waits 5 s), with room to write the answer.
 	DefaultPublishTimeout = 1500 * time.Millisecond
+	// DefaultFailoverWait is Options.FailoverWait's default: within it of an instance's loss, the
+	// events its subscribers held go to members on live instances.
+	DefaultFailoverWait = 5 * time.Second
 	// DefaultDedupWindow is Options.DedupWindow's default: JetStream's default duplicate window.
 	DefaultDedupWindow = 2 * time.Minute
 	// DefaultMaxDeliveries is a new group's Subscription.max_deliveries.
@@ -87,6 +90,11 @@ type Options struct {
 	// its IM server is answered 503 (a before-callback waits at most its deadline). 0:
 	// DefaultPublishTimeout.
 	PublishTimeout time.Duration
+	// FailoverWait is the log's ack wait for groups created from now on (when their ack_wait is
+	// longer): how soon, after an instance is lost, the events its members held are delivered to
+	// members elsewhere. The bridge tells the log that held events are being worked on until the
+	// group's own ack_wait passes (inflight.go). 0: DefaultFailoverWait.
+	FailoverWait time.Duration
 }
 
 // Server implements the EventService and, through OpenIM() and Tencent(), the callback services.
@@ -123,6 +131,7 @@ type Server struct {
 	// maxUnackedBytes is Options.MaxUnackedBytes.
 	maxUnackedBytes int
 	publishTimeout  time.Duration // Options.PublishTimeout
+	failoverWait    time.Duration // Options.FailoverWait
 	accessLog       bool
 	tracer          trace.Tracer // nil: off
 }
@@ -174,6 +183,7 @@ func New(opts Options) (*Server, error) {
 
 		maxUnackedBytes: cmp.Or(opts.MaxUnackedBytes, DefaultMaxUnackedBytes),
 		publishTimeout:  cmp.Or(opts.PublishTimeout, DefaultPublishTimeout),
+		failoverWait:    max(cmp.Or(opts.FailoverWait, DefaultFailoverWait), MinAckWait),
 		accessLog:       !opts.NoAccessLog,
 		tracer:          opts.Tracer,
 

@@ -67,7 +67,7 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		m.sub = sub
 	} else {
 		var leave func()
-		m.sub, leave, err = s.joinGroup(ctx, sub)
+		m.sub, m.logAckWait, leave, err = s.joinGroup(ctx, sub)
 		if err != nil {
 			return err
 		}
@@ -118,7 +118,9 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	case m.ordered != nil:
 		err = m.serveOrdered(ctx)
 	default:
+		stopKeeping := m.keepHeld(ctx)
 		err = m.fetch(ctx)
+		stopKeeping()
 		m.release()
 	}
 	cancel()
@@ -203,6 +205,9 @@ type member struct {
 	// fetches; guarded by mu.
 	recordSize, recordBytes float64
 	ackWait                 time.Duration // the group's
+	// logAckWait is the consumer's: a record not acked, nor said to be in progress, for that long
+	// is delivered again. Shorter than ackWait, the member keeps records held until ackWait passes.
+	logAckWait time.Duration
 	// maxDeliveries is the group's: a record delivered more often is dead-lettered.
 	maxDeliveries int
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/imbridge/imbridge/examples"
@@ -168,35 +169,45 @@ func TestCheckCommand(t *testing.T) {
 	}
 }
 
-// FuzzGroupSettings: a group's settings are read back from its consumer's metadata, which any client
-// with the JetStream API can write. Whatever it holds, reading it does not panic, and what is read is
-// what a member asking for those settings would store.
+// FuzzGroupSettings: a group's settings are read back from its consumer's metadata and ack wait,
+// which any client with the JetStream API can write. Whatever they hold, reading them does not
+// panic, and what is read is what a member asking for those settings would store.
 func FuzzGroupSettings(f *testing.F) {
 	for _, sub := range []*pb.Subscription{
 		{Group: "g"},
 		{Group: "d", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}, GroupIds: []string{"G1"}}},
-		{Group: "o", Order: pb.Order_ORDER_IM_GROUP, MaxDeliveries: 3},
+		{Group: "o", Order: pb.Order_ORDER_IM_GROUP, MaxDeliveries: 3, AckWait: durationpb.New(time.Second)},
 	} {
-		cfg := groupConfig(sub)
-		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide], cfg.Metadata[metaMaxDeliveries], cfg.Metadata[metaOrder])
+		cfg := groupConfig(sub, DefaultFailoverWait)
+		f.Add(cfg.Metadata[metaFilter], cfg.Metadata[metaDecide], cfg.Metadata[metaMaxDeliveries], cfg.Metadata[metaOrder], cfg.Metadata[metaAckWait], int64(cfg.AckWait))
 	}
-	f.Add("////", "true", "-1", "im_group ")
-	f.Add("", "false", "99999999999999999999", "")
-	f.Fuzz(func(t *testing.T, filter, decide, maxDeliveries, order string) {
+	f.Add("////", "true", "-1", "im_group ", "-5s", int64(-1))
+	f.Add("", "false", "99999999999999999999", "", "", int64(time.Minute))
+	f.Fuzz(func(t *testing.T, filter, decide, maxDeliveries, order, ackWait string, logAckWait int64) {
 		md := map[string]string{metaFilter: filter, metaDecide: decide, metaMaxDeliveries: maxDeliveries}
 		if order != "" {
 			md[metaOrder] = order
 		}
-		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: md})
+		if ackWait != "" {
+			md[metaAckWait] = ackWait
+		}
+		have, err := settingsOf(jetstream.ConsumerConfig{Metadata: md, AckWait: time.Duration(logAckWait)})
 		if err != nil {
 			return
 		}
 		if have.MaxDeliveries < 1 || have.MaxDeliveries > MaxDeliveries {
 			t.Fatalf("max_deliveries %d read back from %q", have.MaxDeliveries, maxDeliveries)
 		}
-		again, err := settingsOf(groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide, MaxDeliveries: have.MaxDeliveries, Order: have.Order}))
+		if ackWait != "" && have.AckWait.AsDuration() < max(MinAckWait, time.Duration(logAckWait)) {
+			t.Fatalf("ack_wait %v read back from %q (log's %v)", have.AckWait.AsDuration(), ackWait, time.Duration(logAckWait))
+		}
+		stored := groupConfig(&pb.Subscription{Group: "g", Filter: have.Filter, Decide: have.Decide, MaxDeliveries: have.MaxDeliveries, Order: have.Order, AckWait: have.AckWait}, DefaultFailoverWait)
+		again, err := settingsOf(stored)
 		if err != nil || !sameSettings(again, have) || again.Order != have.Order {
 			t.Fatalf("settings %v stored again read back as %v, %v", have, again, err)
+		}
+		if stored.AckWait > DefaultFailoverWait {
+			t.Fatalf("log ack wait %v; want at most the failover wait", stored.AckWait)
 		}
 	})
 }

@@ -52,6 +52,8 @@ type Options struct {
 	MaxUnackedBytes int
 	// PublishTimeout: server.Options.PublishTimeout.
 	PublishTimeout time.Duration
+	// FailoverWait: server.Options.FailoverWait.
+	FailoverWait time.Duration
 	// Tracer traces callbacks and deliveries; nil: off.
 	Tracer trace.Tracer
 	// Logger of the bridge; default: discarded.
@@ -70,6 +72,9 @@ type Bridge struct {
 	Metrics *prometheus.Registry // the server's metrics
 	// Close stops the bridge (it also stops when the test ends).
 	Close func()
+	// Kill stops the bridge as kill -9 would, as far as the event log can tell: its NATS
+	// connection is closed first, so nothing it holds is handed back.
+	Kill func()
 
 	lis *bufconn.Listener
 }
@@ -98,7 +103,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 	srv, err := server.New(server.Options{
 		Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: opts.MaxSubscribers, MaxUnackedBytes: opts.MaxUnackedBytes, Tracer: opts.Tracer,
-		PublishTimeout: opts.PublishTimeout,
+		PublishTimeout: opts.PublishTimeout, FailoverWait: opts.FailoverWait,
 	})
 	if err != nil {
 		t.Fatalf("server: %v", err)
@@ -146,7 +151,8 @@ func Start(t testing.TB, opts Options) *Bridge {
 		Metrics: reg,
 		lis:     lis,
 	}
-	b.Close = sync.OnceFunc(func() {
+	killed := false
+	stop := sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		defer cancel()
 		hs.Close()
@@ -154,10 +160,16 @@ func Start(t testing.TB, opts Options) *Bridge {
 		conn.Close()
 		gs.Stop()
 		srv.Stop()
-		if err := log.Close(ctx); err != nil {
+		if err := log.Close(ctx); err != nil && !killed {
 			t.Errorf("close event log: %v", err)
 		}
 	})
+	b.Close = stop
+	b.Kill = func() {
+		killed = true
+		log.Conn().Close()
+		stop()
+	}
 	t.Cleanup(b.Close)
 	return b
 }
