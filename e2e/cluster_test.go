@@ -234,6 +234,33 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 	})
 	killed := time.Now()
 	cluster.node(leader).Shutdown()
+	// Until the load ends: what each instance's /readyz says, and when the stream has a new leader.
+	readiness := map[string]int{}
+	var elected time.Duration
+	for time.Now().Before(loadEnd) {
+		for _, br := range []*bridgetest.Bridge{a, b} {
+			status, out, err := br.Do(http.MethodGet, "/readyz", nil, nil)
+			switch {
+			case err != nil:
+				readiness["error"]++
+			case status == http.StatusOK && strings.Contains(string(out), `"degraded"`):
+				readiness["degraded"]++
+			case status == http.StatusOK:
+				readiness["ready"]++
+			default:
+				readiness[strconv.Itoa(status)]++
+			}
+		}
+		if elected == 0 {
+			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+			si, err := a.Log.JetStream().Stream(ctx, a.Log.Stream())
+			cancel()
+			if err == nil && si.CachedInfo().Cluster != nil && si.CachedInfo().Cluster.Leader != "" && si.CachedInfo().Cluster.Leader != leader {
+				elected = time.Since(killed)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // sampling, not synchronization
+	}
 	wg.Wait()
 
 	var ok, unavailable int
@@ -275,9 +302,9 @@ func clusterLeaderKill(t *testing.T, cluster *natsCluster, a, b *bridgetest.Brid
 		}
 		mu.Unlock()
 		if len(missing) == 0 {
-			t.Logf("killed stream leader %s under %d posters: %d callbacks OK, %d answered 503, slowest answer %v, longest time without an OK %v; every OK delivered %v after the kill (the sink subscribed %d times; bridges on %s, %s)",
-				leader, posters, ok, unavailable, slowest.Round(time.Millisecond), longestGap.Round(time.Millisecond), time.Since(killed).Round(100*time.Millisecond),
-				subscriptions.Load(), a.Log.Conn().ConnectedServerName(), b.Log.Conn().ConnectedServerName())
+			t.Logf("killed stream leader %s under %d posters: %d callbacks OK, %d answered 503, slowest answer %v, longest time without an OK %v, new leader seen after %v; /readyz samples %v; every OK delivered %v after the kill (the sink subscribed %d times; bridges on %s, %s)",
+				leader, posters, ok, unavailable, slowest.Round(time.Millisecond), longestGap.Round(time.Millisecond), elected.Round(time.Millisecond), readiness,
+				time.Since(killed).Round(100*time.Millisecond), subscriptions.Load(), a.Log.Conn().ConnectedServerName(), b.Log.Conn().ConnectedServerName())
 			break
 		}
 		if time.Now().After(deadline) {
