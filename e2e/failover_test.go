@@ -110,3 +110,28 @@ func TestGroupMadeBeforeFailoverWait(t *testing.T) {
 		t.Errorf("group ack_wait %v; want 1m", d)
 	}
 }
+
+// TestOrderedInstanceKilled: an ordered group whose reading instance dies is read by another after
+// the pin timeout (10 s) and the failover wait, in order, well within the group's ack wait.
+func TestOrderedInstanceKilled(t *testing.T) {
+	t.Parallel()
+	url := bridgetest.ExternalNATS(t)
+	opts := bridgetest.Options{NATSURL: url, FailoverWait: 500 * time.Millisecond}
+	one, two := bridgetest.Start(t, opts), bridgetest.Start(t, opts)
+	sub := &pb.Subscription{Group: "o", Order: pb.Order_ORDER_IM_GROUP, AckWait: durationpb.New(time.Hour)}
+	a := one.Subscribe(t, sub)
+	storeRecord(t, one, orderedEvent("A", 0), orderedEvent("A", 1))
+	if ev := a.Next(); ev.Id != "A-0" { // the first instance is pinned now
+		t.Fatalf("got %s; want A-0", ev.Id)
+	}
+	b := two.Subscribe(t, sub) // stands by
+	one.Kill()
+	ch := receiveAll(b)
+	for _, want := range []string{"A-0", "A-1"} {
+		d := nextDelivery(t, ch)
+		if d.ev.Id != want {
+			t.Fatalf("the live instance got %s; want %s", d.ev.Id, want)
+		}
+		b.Ack(d.ev.Id)
+	}
+}

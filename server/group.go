@@ -105,19 +105,18 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 		// with the group's settings as stored.
 		joined := proto.CloneOf(sub)
 		joined.Filter, joined.Decide, joined.AckWait, joined.MaxDeliveries, joined.Order = have.Filter, have.Decide, have.AckWait, have.MaxDeliveries, have.Order
-		logAckWait := info.Config.AckWait
-		if _, ok := info.Config.Metadata[metaAckWait]; !ok && !inUse && logAckWait > s.failoverWait {
-			// Made before failover waits: its log ack wait becomes the failover wait. Not while
-			// members anywhere keep its records at the old pace.
-			cfg := info.Config
+		cfg := info.Config
+		if !inUse && madeBefore(cfg, s.failoverWait) {
+			// Its log ack wait becomes the failover wait, an ordered group's pin times out sooner.
+			// Not while members anywhere keep its records, or its pin, at the old pace.
 			want := groupConfig(joined, s.failoverWait)
-			cfg.AckWait, cfg.Metadata = want.AckWait, want.Metadata
+			cfg.AckWait, cfg.Metadata, cfg.PinnedTTL = want.AckWait, want.Metadata, want.PinnedTTL
 			if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
 				return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 			}
-			logAckWait = cfg.AckWait
+			s.logger.Info("consumer group made by an older bridge: failover wait and pin timeout set", "group", sub.Group, "ack_wait", cfg.AckWait, "pinned_ttl", cfg.PinnedTTL)
 		}
-		return joined, logAckWait, nil
+		return joined, cfg.AckWait, nil
 	}
 	if inUse {
 		return nil, 0, status.Errorf(codes.FailedPrecondition,
@@ -139,6 +138,13 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 	}
 	s.logger.Info("consumer group settings replaced", "group", sub.Group)
 	return sub, cfg.AckWait, nil
+}
+
+// madeBefore tells whether a group's consumer was made by a bridge older than failover waits (its
+// ack wait is the group's, longer than failover) or than the shorter pin timeout.
+func madeBefore(cfg jetstream.ConsumerConfig, failover time.Duration) bool {
+	_, ok := cfg.Metadata[metaAckWait]
+	return !ok && cfg.AckWait > failover || cfg.PriorityPolicy == jetstream.PriorityPolicyPinned && cfg.PinnedTTL > pinnedTTL
 }
 
 // groupConfig is the consumer of a group with sub's settings. Its ack wait is at most failover: the

@@ -31,8 +31,9 @@ import (
 // handed them back, or it died and their ack wait runs out), and the log does not redeliver them in
 // order. So a reader that has just been pinned catches up first: it gives out nothing, putting each
 // IM group's events in log order, until every record pending in the group is with it (or acked), or
-// an ack wait has passed. A graceful handover takes milliseconds; after an instance is killed, the
-// group waits for its pin to time out (pinnedTTL) and then for its records' ack wait.
+// the log's ack wait has passed. A graceful handover takes milliseconds; after an instance is
+// killed, the group waits for its pin to time out (pinnedTTL) and then for its records' log ack wait
+// (the failover wait).
 //
 // A reader that loses its pin (it was quiet for pinnedTTL, or the consumer's leader changed), or
 // whose pull request was lost, stops: its members are cut off and reconnect, and the next reader
@@ -41,11 +42,13 @@ import (
 // pinGroup is the priority group of an ordered group's consumer.
 const pinGroup = "imbridge"
 
-// pinnedTTL is how long the log keeps an instance pinned without a pull request from it. A waiting
-// pull request lasts pullExpires; a reader with no room sends one every pinKeepAlive.
+// pinnedTTL is how long the log keeps an instance pinned without a pull request from it: after an
+// instance is killed, its ordered groups wait that long for another reader. A reader's pull request
+// lasts pinnedPullExpires; a reader with no room sends one every pinKeepAlive.
 const (
-	pinnedTTL    = pullExpires + pullExpires/2
-	pinKeepAlive = pullExpires / 3
+	pinnedPullExpires = 5 * time.Second
+	pinnedTTL         = 2 * pinnedPullExpires
+	pinKeepAlive      = pinnedPullExpires / 3
 )
 
 // orderedHeld bounds the events the reader of an ordered group holds for its members.

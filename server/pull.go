@@ -125,16 +125,20 @@ const (
 //
 // n == 0 asks for nothing: a request that returns at once, for a pinned reader to keep its pin.
 func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, msgs <-chan *nats.Msg, n, maxBytes int) (got int, tooBig bool, err error) {
+	expires, heartbeat := pullExpires, pullHeartbeat
+	if m.pinned {
+		expires, heartbeat = pinnedPullExpires, pinnedPullExpires/3 // its pin lasts only pinnedTTL
+	}
 	var req []byte
 	switch {
 	case n == 0:
 		// No record is 1 byte long: the log answers 409 (too big) or 404 (nothing) at once, or 423
 		// when the pin is gone.
-		req = fmt.Appendf(nil, `{"batch":1,"max_bytes":1,"no_wait":true,"expires":%d`, pullHeartbeat)
+		req = fmt.Appendf(nil, `{"batch":1,"max_bytes":1,"no_wait":true,"expires":%d`, heartbeat)
 	case maxBytes > 0:
-		req = fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d`, n, maxBytes, pullExpires, pullHeartbeat)
+		req = fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"expires":%d,"idle_heartbeat":%d`, n, maxBytes, expires, heartbeat)
 	default:
-		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d`, n, pullExpires, pullHeartbeat)
+		req = fmt.Appendf(nil, `{"batch":%d,"expires":%d,"idle_heartbeat":%d`, n, expires, heartbeat)
 	}
 	if m.pinned {
 		req = fmt.Appendf(req, `,"group":%q`, pinGroup)
@@ -152,7 +156,7 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 	if err := nc.PublishRequest(next, inbox, req); err != nil {
 		return 0, false, status.Errorf(codes.Unavailable, "consumer group %s: %v", m.sub.Group, err)
 	}
-	idle := time.NewTimer(2 * pullHeartbeat)
+	idle := time.NewTimer(2 * heartbeat)
 	defer idle.Stop()
 	for got < n {
 		select {
@@ -185,7 +189,7 @@ func (m *member) pull(ctx context.Context, nc *nats.Conn, next, inbox string, ms
 					return got, false, nil
 				}
 			}
-			idle.Reset(2 * pullHeartbeat)
+			idle.Reset(2 * heartbeat)
 		}
 	}
 	return got, false, nil
