@@ -225,7 +225,7 @@ func TestBeforeSetGroupInfoErrors(t *testing.T) {
 	if !strings.HasPrefix(string(out), `{"actionCode":0,"errCode":400,"errMsg":"wirejson: needVerification`) || !strings.Contains(string(out), `"nextCode":1,"groupID":""`) || status != http.StatusBadRequest {
 		t.Errorf("undecodable body: %d %s; want a refusal carrying the error", status, out)
 	}
-	b.Log.Conn().Close() // the event log is gone: 503
+	b.CutNATS() // the event log is gone: 503
 	status, out = b.Post(t, http.MethodPost, beforeEx, nil, examples.Must("openim-before-set-group-info-ex").Body)
 	if !strings.HasPrefix(string(out), `{"actionCode":1,"errCode":503,`) || !strings.HasSuffix(string(out), `"nextCode":0,`+beforeExEcho) || status != http.StatusServiceUnavailable {
 		t.Errorf("log down: %d %s; want actionCode 1 echoing the request", status, out)

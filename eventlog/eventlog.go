@@ -69,11 +69,16 @@ type Options struct {
 
 // Log is an open event log.
 type Log struct {
-	opts   Options
-	lock   *os.File           // the data dir's lock, held while the embedded server runs; nil with an external server
-	ns     *natsserver.Server // nil with an external server
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	opts Options
+	lock *os.File           // the data dir's lock, held while the embedded server runs; nil with an external server
+	ns   *natsserver.Server // nil with an external server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	// ac is the answer path's connection (publishes, and the verdicts and presence of server/): apart
+	// from nc, which carries every group's deliveries and acks, so that a publish acknowledgement
+	// does not queue behind them. ajs publishes on it.
+	ac     *nats.Conn
+	ajs    jetstream.JetStream
 	stream jetstream.Stream
 	// dead and redelivery are the stores beside the stream (deadletters.go).
 	dead       jetstream.Stream
@@ -151,10 +156,16 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 	}
 	l.nc = nc
 	l.js, err = jetstream.New(nc)
+	if err == nil {
+		l.ac, err = nats.Connect(url, append(connOpts, nats.Name("imbridge answers"))...)
+	}
+	if err == nil {
+		l.ajs, err = jetstream.New(l.ac)
+	}
 	if err != nil {
 		l.closeConn()
 		l.shutdownServer()
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	replicas, err := streamReplicas(opts, l.ns != nil, nc)
 	if err != nil {
@@ -267,9 +278,9 @@ func (l *Log) Publish(ctx context.Context, msg *nats.Msg) (uint64, error) {
 	// JetStream restarts) was not stored: it is sent again until ctx ends. The client already
 	// tries again 250 ms later before giving up (ErrNoStreamResponse), which paces this loop. (Not
 	// with its retry options: any option gives every message a header, a cost on every record.)
-	ack, err := l.js.PublishMsg(ctx, msg)
+	ack, err := l.ajs.PublishMsg(ctx, msg)
 	for errors.Is(err, jetstream.ErrNoStreamResponse) && ctx.Err() == nil {
-		ack, err = l.js.PublishMsg(ctx, msg)
+		ack, err = l.ajs.PublishMsg(ctx, msg)
 	}
 	if err != nil {
 		if errors.Is(err, nats.ErrConnectionClosed) {
@@ -292,8 +303,12 @@ func (l *Log) MaxMessageBytes() int64 {
 	return n
 }
 
-// Conn is the NATS connection, for core request/reply traffic beside the stream.
+// Conn is the NATS connection of consumers and their acks, and of requests beside the stream.
 func (l *Log) Conn() *nats.Conn { return l.nc }
+
+// AnswerConn is the NATS connection of the answer path: the log's publishes, and traffic an IM
+// server's answer waits on (verdicts). Deliveries do not share it.
+func (l *Log) AnswerConn() *nats.Conn { return l.ac }
 
 // JetStream is the JetStream context, for consumers.
 func (l *Log) JetStream() jetstream.JetStream { return l.js }
@@ -305,8 +320,10 @@ func (l *Log) Stream() string { return l.opts.Stream }
 // cluster that cannot answer for now (electing a leader) is a *LogElecting: that is not this
 // instance's fault.
 func (l *Log) Ready(ctx context.Context) error {
-	if !l.nc.IsConnected() {
-		return fmt.Errorf("nats: %s", l.nc.Status())
+	for _, nc := range []*nats.Conn{l.ac, l.nc} {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats: %s", nc.Status())
+		}
 	}
 	if _, err := l.stream.Info(ctx); err != nil {
 		if l.ns == nil && l.electingFor(leaderless(err)) {
@@ -343,9 +360,11 @@ func (l *Log) Close(ctx context.Context) error {
 }
 
 func (l *Log) closeConn() {
-	if l.nc != nil && !l.nc.IsClosed() {
-		_ = l.nc.FlushTimeout(time.Second)
-		l.nc.Close()
+	for _, nc := range []*nats.Conn{l.ac, l.nc} {
+		if nc != nil && !nc.IsClosed() {
+			_ = nc.FlushTimeout(time.Second)
+			nc.Close()
+		}
 	}
 }
 

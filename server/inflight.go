@@ -316,7 +316,7 @@ func (m *member) ack(v *pb.Verdict, ids ...string) {
 			if !verdictSubjectOf(to, st.id) {
 				m.s.metrics.rejected.WithLabelValues(rejectVerdictTo).Inc()
 				m.s.logger.Warn("event names a verdict subject that is not a bridge's: verdict not sent", "event", st.id, "to", to)
-			} else if err := m.s.verdicts.send(m.s.log.Conn(), to, m.sub.Group, v); err != nil {
+			} else if err := m.s.verdicts.send(m.s.log.AnswerConn(), to, m.sub.Group, v); err != nil {
 				m.s.logger.Warn("verdict not sent", "event", st.id, "err", err)
 			}
 		}

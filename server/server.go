@@ -163,11 +163,11 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	instance := nuid.Next() // names this instance on NATS (verdicts, presence)
-	router, err := newVerdictRouter(opts.Log.Conn(), instance, mets, opts.Logger)
+	router, err := newVerdictRouter(opts.Log.AnswerConn(), instance, mets, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("verdict subscription: %w", err)
 	}
-	pres, err := newPresence(opts.Log.Conn(), instance, opts.Logger)
+	pres, err := newPresence(opts.Log.AnswerConn(), instance, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("presence subscription: %w", err)
 	}

@@ -28,22 +28,24 @@ import (
 )
 
 type config struct {
-	Bridge      string        `json:"-"`
-	Out         string        `json:"-"`
-	Duration    time.Duration `json:"duration"`
-	Warmup      time.Duration `json:"warmup"`
-	Conns       int           `json:"conns"`
-	OpenConns   int           `json:"open_loop_conns"`
-	E2ERate     float64       `json:"e2e_rate"`
-	VerdictRate float64       `json:"verdict_rate"`
-	Backlog     int           `json:"backlog"`
-	FanOut      []int         `json:"fan_out"`
-	Pin         bool          `json:"pinned_latency_runs"`
-	Profile     string        `json:"-"`
-	Scenarios   []string      `json:"scenarios"`
-	Auth        bool          `json:"auth"`
-	OrderEvents int           `json:"order_events"`
-	auth        *benchAuth    // set by run when Auth
+	Bridge        string        `json:"-"`
+	Out           string        `json:"-"`
+	Duration      time.Duration `json:"duration"`
+	Warmup        time.Duration `json:"warmup"`
+	Conns         int           `json:"conns"`
+	OpenConns     int           `json:"open_loop_conns"`
+	E2ERate       float64       `json:"e2e_rate"`
+	VerdictRate   float64       `json:"verdict_rate"`
+	Backlog       int           `json:"backlog"`
+	FanOut        []int         `json:"fan_out"`
+	Pin           bool          `json:"pinned_latency_runs"`
+	Profile       string        `json:"-"`
+	Scenarios     []string      `json:"scenarios"`
+	Auth          bool          `json:"auth"`
+	OrderEvents   int           `json:"order_events"`
+	AnswerRate    float64       `json:"answer_rate"`
+	AnswerBacklog int           `json:"answer_backlog"`
+	auth          *benchAuth    // set by run when Auth
 }
 
 func (c config) wants(s string) bool { return slices.Contains(c.Scenarios, s) }
@@ -72,7 +74,9 @@ func main() {
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
 	flag.StringVar(&cfg.Profile, "profile", "", "save the bridge's CPU profile, allocations and execution trace of each measured run in this directory (for diagnosis: tracing slows the bridge)")
-	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order", "which scenarios to run (the baseline always runs); also cluster: 2 bridges on a 3-node JetStream cluster against 1 on 1 node")
+	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order,answer,deliveries,verdict-busy", "which scenarios to run (the baseline always runs); also cluster: 2 bridges on a 3-node JetStream cluster against 1 on 1 node")
+	flag.Float64Var(&cfg.AnswerRate, "answer-rate", 200, "offered req/s of the answer and verdict-busy runs (open loop)")
+	flag.IntVar(&cfg.AnswerBacklog, "answer-backlog", 100000, "events stored before 4 groups drain them in the answer run")
 	flag.IntVar(&cfg.OrderEvents, "order-events", 40000, "events (over 1000 IM groups) stored before 4 members of a group drain them, ordered and not")
 	flag.BoolVar(&cfg.Pin, "pin", numCPU() >= 2, "pin server and generator to separate cores for latency runs")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the bridge with authentication on: OpenIM Basic credentials and a path secret, a token for every subscriber")
@@ -194,6 +198,21 @@ func run(cfg config) (*report, error) {
 		rep.load("cluster", "2 bridges on a 3-node NATS cluster, R3 stream, after-callbacks", cluster)
 		rep.metric("cluster", "2 bridges on 3 nodes / 1 on 1 (same 2 cores)", cluster.rate()/single.rate(), "x", "", true)
 		rep.errors("cluster", cluster)
+	}
+	if cfg.wants("answer") {
+		if err := answerScenarios(ctx, cfg, dataDir, rep); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.wants("deliveries") {
+		if err := deliveryRates(ctx, cfg, dataDir, rep); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.wants("verdict-busy") {
+		if err := verdictBusy(ctx, cfg, dataDir, rep); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.wants("order") {
 		var rates [2]float64
@@ -485,6 +504,7 @@ func profile(cfg config, srv *server, name string) (wait func()) {
 		fmt.Fprintln(os.Stderr, "profile:", err)
 		return func() {}
 	}
+	name = strings.ReplaceAll(name, " ", "-")
 	secs := max(1, int(cfg.Duration.Seconds()))
 	fetch := func(path, file string) {
 		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s", srv.debugAddr, path))

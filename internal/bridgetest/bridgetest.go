@@ -167,11 +167,17 @@ func Start(t testing.TB, opts Options) *Bridge {
 	b.Close = stop
 	b.Kill = func() {
 		killed = true
-		log.Conn().Close()
+		b.CutNATS()
 		stop()
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// CutNATS closes the bridge's NATS connections: from then on, the event log is gone for it.
+func (b *Bridge) CutNATS() {
+	b.Log.Conn().Close()
+	b.Log.AnswerConn().Close()
 }
 
 // Dial opens another gRPC connection to the bridge, with opts added to the insecure credentials; it

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+)
+
+// The IM server's answer while the bridge delivers (scenario answer), the cost of delivery by the
+// number of groups (deliveries) and a before-callback's verdict while groups are busy
+// (verdict-busy). Each compares against a quiet run in the same bench run. These runs are not
+// pinned: the bridge has both cores, as in production, and the subscribers run in this process,
+// whose delay is reported beside each figure.
+
+// answerVariant is one answer run: subs connected before the load, after backlog events stored
+// with nobody connected.
+type answerVariant struct {
+	name    string
+	subs    []*pb.Subscription
+	backlog int
+	target  float64 // most p99 / quiet; 0: none
+}
+
+func groupSubs(n int) []*pb.Subscription {
+	out := make([]*pb.Subscription, n)
+	for i := range out {
+		out[i] = &pb.Subscription{Group: fmt.Sprintf("group%d", i)}
+	}
+	return out
+}
+
+func tailSubs(n int) []*pb.Subscription {
+	out := make([]*pb.Subscription, n)
+	for i := range out {
+		out[i] = &pb.Subscription{}
+	}
+	return out
+}
+
+// answerScenarios: after-callbacks at cfg.AnswerRate (open loop) with nothing connected, then with
+// 50 and 200 acking groups, 4 groups draining a backlog and 200 live tails; each answer p99 as a
+// ratio to the quiet one, and how long after the load every event had reached every subscriber.
+func answerScenarios(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
+	variants := []answerVariant{
+		{name: "quiet"},
+		{name: "50 groups", subs: groupSubs(50), target: 2},
+		{name: "200 groups", subs: groupSubs(200), target: 3},
+		{name: "4 groups draining", subs: groupSubs(4), backlog: cfg.AnswerBacklog, target: 2},
+		{name: "200 tails", subs: tailSubs(200), target: 3},
+	}
+	var quiet time.Duration
+	for _, v := range variants {
+		name := "answer " + v.name
+		step(name)
+		res, caughtUp, err := answerRun(ctx, cfg, dataDir(name), v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		p99 := percentile(res.Latencies, 99)
+		what := fmt.Sprintf("after-callback answer at %.0f req/s", cfg.AnswerRate)
+		if v.backlog > 0 {
+			what += fmt.Sprintf(", %d events stored first", v.backlog)
+		}
+		rep.latency(name, what, res.Latencies, "", true)
+		rep.generator(name, res, true)
+		rep.errors(name, res)
+		if v.subs == nil {
+			quiet = p99
+			continue
+		}
+		ratio := float64(p99) / float64(quiet)
+		rep.metric(name, "p99 / quiet", ratio, "x", fmt.Sprintf("<= %.0f", v.target), ratio <= v.target)
+		rep.metric(name, "every event delivered, after the load", caughtUp.Seconds(), "s", "< 60", caughtUp < time.Minute)
+	}
+	return nil
+}
+
+// answerRun is one answer variant on a fresh bridge. caughtUp is how long after the measured load
+// the subscribers had every event stored while they were connected (groups: and the backlog); a
+// minute or more when they had not.
+func answerRun(ctx context.Context, cfg config, dir string, v answerVariant) (res loadResult, caughtUp time.Duration, err error) {
+	br, err := startBridge(cfg.Bridge, dir, false, cfg.Profile != "", cfg.auth.bridgeArgs()...)
+	if err != nil {
+		return res, 0, err
+	}
+	defer br.stop()
+	reqs := afterRequests(br.httpAddr, cfg.auth)
+	if v.backlog > 0 {
+		if _, err := load(ctx, br.httpAddr, reqs, cfg.Conns, 0, time.Hour, v.backlog); err != nil {
+			return res, 0, err
+		}
+	}
+	rec := &receipts{}
+	var want int64
+	for _, sub := range v.subs {
+		s, err := subscribe(br.grpcAddr, cfg.auth, sub, rec)
+		if err != nil {
+			return res, 0, err
+		}
+		defer s.close()
+		if sub.Group != "" {
+			want += int64(v.backlog)
+		}
+	}
+	warm, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0)
+	if err != nil {
+		return res, 0, err
+	}
+	done := profile(cfg, br, filepath.Base(dir))
+	res, err = load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
+	done()
+	if err != nil {
+		return res, 0, err
+	}
+	end := time.Now()
+	want += int64(len(v.subs)) * int64(warm.Requests-warm.Errors+res.Requests-res.Errors)
+	if !waitFor(func() bool { return rec.received.Load() >= want }, time.Minute) {
+		return res, time.Minute, nil
+	}
+	return res, time.Since(end), nil
+}
+
+// deliveryRates: after-callbacks as fast as they are answered (cfg.Conns connections, closed loop)
+// with 16 and with 500 acking groups: the events the groups received per second, and 500 / 16.
+func deliveryRates(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
+	var rates []float64
+	for _, n := range []int{16, 500} {
+		name := fmt.Sprintf("deliveries %d groups", n)
+		step(name)
+		var rate float64
+		var res loadResult
+		err := withBridge(cfg, dataDir(name), false, n, nil, func(br *server, rec *receipts) error {
+			reqs := afterRequests(br.httpAddr, cfg.auth)
+			if _, err := load(ctx, br.httpAddr, reqs, cfg.Conns, 0, cfg.Warmup, 0); err != nil {
+				return err
+			}
+			defer profile(cfg, br, name)()
+			before, start := rec.received.Load(), time.Now()
+			var err error
+			res, err = load(ctx, br.httpAddr, reqs, cfg.Conns, 0, cfg.Duration, 0)
+			rate = float64(rec.received.Load()-before) / time.Since(start).Seconds()
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rep.metric(name, "events received by the groups", rate, "events/s", "", true)
+		rep.metric(name, "callbacks answered meanwhile", res.rate(), "req/s", "", true)
+		rep.errors(name, res)
+		rates = append(rates, rate)
+	}
+	rep.metric("deliveries", "500 groups / 16", rates[1]/rates[0], "x", ">= 0.9", rates[1] >= 0.9*rates[0])
+	return nil
+}
+
+// verdictBusy: before-callbacks at cfg.AnswerRate with one decider, quiet and with 200 acking groups
+// kept busy by after-callbacks at the same rate (the groups get the before-callbacks too).
+func verdictBusy(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
+	var quiet time.Duration
+	for _, n := range []int{0, 200} {
+		name := fmt.Sprintf("verdict %d busy groups", n)
+		step(name)
+		var res loadResult
+		err := withBridge(cfg, dataDir(name), false, n, verdictDecider, func(br *server, _ *receipts) error {
+			busy := make(chan error, 1)
+			if n > 0 {
+				go func() {
+					_, err := load(ctx, br.httpAddr, afterRequests(br.httpAddr, cfg.auth), cfg.OpenConns, cfg.AnswerRate, cfg.Warmup+cfg.Duration, 0)
+					busy <- err
+				}()
+			} else {
+				busy <- nil
+			}
+			reqs := beforeRequests(br.httpAddr, cfg.auth)
+			if _, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0); err != nil {
+				return err
+			}
+			done := profile(cfg, br, name)
+			var err error
+			res, err = load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
+			done()
+			if err != nil {
+				return err
+			}
+			return <-busy
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rep.latency(name, fmt.Sprintf("before-callback answer, 1 decider, %.0f req/s", cfg.AnswerRate), res.Latencies, "", true)
+		rep.generator(name, res, true)
+		rep.errors(name, res)
+		p99 := percentile(res.Latencies, 99)
+		if n == 0 {
+			quiet = p99
+			continue
+		}
+		ratio := float64(p99) / float64(quiet)
+		rep.metric(name, "p99 / quiet", ratio, "x", "", true)
+	}
+	return nil
+}
