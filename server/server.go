@@ -107,6 +107,7 @@ type Server struct {
 	verdicts  *verdictRouter
 	deciders  *deciders
 	presence  *presence // which groups have members on other instances (presence.go)
+	tails     *tailHub  // this instance's live tails (tailhub.go)
 	committer *committer
 	dedup     *dedupTable // nil: off
 	metrics   *metrics
@@ -199,6 +200,7 @@ func New(opts Options) (*Server, error) {
 	s.committer = newCommitter(opts.Log, s.maxEventBytes)
 	s.committer.metrics = mets
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
+	s.tails = newTailHub(s)
 	go pres.run(s.stopCtx)
 	return s, nil
 }

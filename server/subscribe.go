@@ -49,22 +49,32 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 
 	m := newMember(s, sub)
 	m.stream = stream
-	var tailMsgs jetstream.MessagesContext // a live tail's; groups fetch instead
+	var tail *tailQueue                  // a live tail's events; groups fetch instead
+	var replay jetstream.MessagesContext // a replaying tail's
 	if sub.Group == "" {
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter()))}
-		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = startAt(sub, true) // new events, unless asked
-		c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), cfg)
-		if err != nil {
-			return status.Errorf(codes.Unavailable, "live tail: %v", err)
-		}
-		it, err := c.Messages()
-		if err != nil {
-			return status.Errorf(codes.Unavailable, "live tail: %v", err)
-		}
-		defer it.Stop()
-		defer context.AfterFunc(ctx, it.Stop)()
-		tailMsgs = it
+		tail = newTailQueue(m.maxBytes)
 		m.sub = sub
+		if sub.StartSequence == 0 && sub.StartTime == nil {
+			leave, err := s.tails.join(ctx, sub.GetFilter(), tail)
+			if err != nil {
+				return err
+			}
+			defer leave()
+		} else { // a replay reads from where it asked, through a consumer of its own
+			cfg := jetstream.OrderedConsumerConfig{FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())), InactiveThreshold: tailInactive}
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = startAt(sub, true)
+			c, err := s.log.JetStream().OrderedConsumer(ctx, s.log.Stream(), cfg)
+			if err != nil {
+				return status.Errorf(codes.Unavailable, "live tail: %v", err)
+			}
+			it, err := c.Messages()
+			if err != nil {
+				return status.Errorf(codes.Unavailable, "live tail: %v", err)
+			}
+			defer it.Stop()
+			defer context.AfterFunc(ctx, it.Stop)()
+			replay = it
+		}
 	} else {
 		var leave func()
 		m.sub, m.logAckWait, leave, err = s.joinGroup(ctx, sub)
@@ -113,8 +123,11 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 		}
 	}()
 	switch {
-	case tailMsgs != nil:
-		err = m.tail(ctx, tailMsgs)
+	case tail != nil:
+		if replay != nil {
+			go m.readTail(ctx, replay, tail)
+		}
+		err = m.tail(ctx, tail)
 	case m.ordered != nil:
 		err = m.serveOrdered(ctx)
 	default:

@@ -114,10 +114,9 @@ func (q *tailQueue) take(ctx context.Context, buf []outgoing, sent int) ([]outgo
 	}
 }
 
-// tail sends a live tail's events as the reader queues them; nothing is acked.
-func (m *member) tail(ctx context.Context, msgs jetstream.MessagesContext) error {
-	q := newTailQueue(m.maxBytes)
-	go m.readTail(ctx, msgs, q)
+// tail sends a live tail's events as its reader queues them in q (the instance's tailHub, or
+// readTail for a replay); nothing is acked.
+func (m *member) tail(ctx context.Context, q *tailQueue) error {
 	var batch []outgoing
 	sent := 0
 	for {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -22,12 +23,25 @@ type answerVariant struct {
 	subs    []*pb.Subscription
 	backlog int
 	target  float64 // most p99 / quiet; 0: none
+	// receivers is how many of subs (the first ones) get every event; the rest get none. 0: all.
+	receivers int
 }
 
 func groupSubs(n int) []*pb.Subscription {
 	out := make([]*pb.Subscription, n)
 	for i := range out {
 		out[i] = &pb.Subscription{Group: fmt.Sprintf("group%d", i)}
+	}
+	return out
+}
+
+// roomTails are n live tails: one watching everything, the others one IM group each, as a
+// dashboard per chat room would, none of them a group the bench posts for.
+func roomTails(n int) []*pb.Subscription {
+	out := make([]*pb.Subscription, n)
+	out[0] = &pb.Subscription{}
+	for i := 1; i < n; i++ {
+		out[i] = &pb.Subscription{Filter: &pb.EventFilter{GroupIds: []string{fmt.Sprintf("room%d", i)}}}
 	}
 	return out
 }
@@ -50,12 +64,13 @@ func answerScenarios(ctx context.Context, cfg config, dataDir func(string) strin
 		{name: "200 groups", subs: groupSubs(200), target: 3},
 		{name: "4 groups draining", subs: groupSubs(4), backlog: cfg.AnswerBacklog, target: 2},
 		{name: "200 tails", subs: tailSubs(200), target: 3},
+		{name: "1000 room tails", subs: roomTails(1000), target: 3, receivers: 1},
 	}
 	var quiet time.Duration
 	for _, v := range variants {
 		name := "answer " + v.name
 		step(name)
-		res, caughtUp, err := answerRun(ctx, cfg, dataDir(name), v)
+		res, caughtUp, peak, err := answerRun(ctx, cfg, dataDir(name), v)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -74,23 +89,27 @@ func answerScenarios(ctx context.Context, cfg config, dataDir func(string) strin
 		ratio := float64(p99) / float64(quiet)
 		rep.metric(name, "p99 / quiet", ratio, "x", fmt.Sprintf("<= %.0f", v.target), ratio <= v.target)
 		rep.metric(name, "every event delivered, after the load", caughtUp.Seconds(), "s", "< 60", caughtUp < time.Minute)
+		if v.subs[0].Group == "" {
+			rep.metric(name, "bridge RSS peak", mb(peak), "MB", "", true)
+		}
 	}
 	return nil
 }
 
 // answerRun is one answer variant on a fresh bridge. caughtUp is how long after the measured load
 // the subscribers had every event stored while they were connected (groups: and the backlog); a
-// minute or more when they had not.
-func answerRun(ctx context.Context, cfg config, dir string, v answerVariant) (res loadResult, caughtUp time.Duration, err error) {
+// minute or more when they had not. peak is the bridge's largest resident set.
+func answerRun(ctx context.Context, cfg config, dir string, v answerVariant) (res loadResult, caughtUp time.Duration, peak int64, err error) {
 	br, err := startBridge(cfg.Bridge, dir, false, cfg.Profile != "", cfg.auth.bridgeArgs()...)
 	if err != nil {
-		return res, 0, err
+		return res, 0, 0, err
 	}
 	defer br.stop()
+	defer func() { _, peak = br.rss() }()
 	reqs := afterRequests(br.httpAddr, cfg.auth)
 	if v.backlog > 0 {
 		if _, err := load(ctx, br.httpAddr, reqs, cfg.Conns, 0, time.Hour, v.backlog); err != nil {
-			return res, 0, err
+			return res, 0, 0, err
 		}
 	}
 	rec := &receipts{}
@@ -98,7 +117,7 @@ func answerRun(ctx context.Context, cfg config, dir string, v answerVariant) (re
 	for _, sub := range v.subs {
 		s, err := subscribe(br.grpcAddr, cfg.auth, sub, rec)
 		if err != nil {
-			return res, 0, err
+			return res, 0, 0, err
 		}
 		defer s.close()
 		if sub.Group != "" {
@@ -107,20 +126,21 @@ func answerRun(ctx context.Context, cfg config, dir string, v answerVariant) (re
 	}
 	warm, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0)
 	if err != nil {
-		return res, 0, err
+		return res, 0, 0, err
 	}
 	done := profile(cfg, br, filepath.Base(dir))
 	res, err = load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
 	done()
 	if err != nil {
-		return res, 0, err
+		return res, 0, 0, err
 	}
 	end := time.Now()
-	want += int64(len(v.subs)) * int64(warm.Requests-warm.Errors+res.Requests-res.Errors)
+	receivers := cmp.Or(v.receivers, len(v.subs))
+	want += int64(receivers) * int64(warm.Requests-warm.Errors+res.Requests-res.Errors)
 	if !waitFor(func() bool { return rec.received.Load() >= want }, time.Minute) {
-		return res, time.Minute, nil
+		return res, time.Minute, 0, nil
 	}
-	return res, time.Since(end), nil
+	return res, time.Since(end), 0, nil
 }
 
 // deliveryRates: after-callbacks as fast as they are answered (cfg.Conns connections, closed loop)
