@@ -35,6 +35,7 @@ import (
 	"github.com/imbridge/imbridge/auth"
 	"github.com/imbridge/imbridge/eventlog"
 	"github.com/imbridge/imbridge/gateway"
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/gen/openapiv2"
 	"github.com/imbridge/imbridge/server"
 )
@@ -62,6 +63,8 @@ type Config struct {
 	GRPCAddr string // EventService, callback services, health, reflection; default ":9090"
 	DataDir  string // embedded event log; default "data"
 	NATSURL  string // external NATS instead of the embedded server
+	// Role: server.Options.Role, as --role reads; "": all. Other roles need NATSURL.
+	Role string
 	// ConfigFile is the YAML file of per-command policies and who may call (File); empty: defaults,
 	// and no authentication.
 	ConfigFile   string
@@ -142,11 +145,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.FailoverWait < 0 || cfg.FailoverWait > 0 && (cfg.FailoverWait < server.MinAckWait || cfg.FailoverWait > time.Minute) {
 		return fmt.Errorf("--failover-wait %v: want %v to 1m", cfg.FailoverWait, server.MinAckWait)
 	}
+	role, err := server.ParseRole(cfg.Role)
+	if err != nil {
+		return fmt.Errorf("--%w", err)
+	}
+	if role != server.RoleAll && cfg.NATSURL == "" {
+		return fmt.Errorf("--role %s needs --nats-url: the embedded event log is reachable from this process alone, so no instance with another role could share it", role)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	logger := cfg.Logger
-	logger.Info("imbridge starting", "version", cfg.Version, "go", runtime.Version())
+	logger.Info("imbridge starting", "version", cfg.Version, "go", runtime.Version(), "role", role)
 
 	file := &File{}
 	if cfg.ConfigFile != "" {
@@ -229,7 +239,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), grpcMetrics)
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	srv, err := server.New(server.Options{
-		Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
+		Role: role, Log: log, Policies: &file.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: cfg.MaxSubscribers, MaxUnackedBytes: cfg.MaxUnackedBytes, NoAccessLog: cfg.NoAccessLog,
 		DedupWindow: dedupWindow(cfg.DedupWindow), PublishTimeout: cfg.PublishTimeout,
 		FailoverWait: cfg.FailoverWait, Tracer: tracer,
@@ -282,6 +292,14 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
+	// Per service, for a load balancer's checks: what this instance's role serves.
+	for svc, serving := range servedBy(role) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if serving {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		hs.SetServingStatus(svc, st)
+	}
 	if withReflection {
 		reflection.Register(gs)
 	}
@@ -379,6 +397,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// servedBy tells, for each of the bridge's gRPC services, whether an instance with role serves it
+// (the others answer with an error only).
+func servedBy(role server.Role) map[string]bool {
+	return map[string]bool{
+		pb.OpenIMCallbackService_ServiceDesc.ServiceName:  role.Ingests(),
+		pb.TencentCallbackService_ServiceDesc.ServiceName: role.Ingests(),
+		pb.EventService_ServiceDesc.ServiceName:           role.Delivers(),
+		pb.AdminService_ServiceDesc.ServiceName:           true,
+	}
 }
 
 // authRules are the file's auth settings with the Tencent shorthand flags added.

@@ -27,6 +27,9 @@ func (s *Server) ingest(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) 
 	o := outcomeFrom(ctx) // nil when nobody records the callback
 	o.noteEvent(ev)
 	s.decoded(ctx, o)
+	if !s.role.Ingests() {
+		return nil, errNotIngest
+	}
 	if err := checkCommand(ev.Command); err != nil {
 		return nil, err
 	}

@@ -65,6 +65,8 @@ const (
 type Options struct {
 	// Log is the event log. Required.
 	Log *eventlog.Log
+	// Role is the work this instance does (role.go). "": RoleAll.
+	Role Role
 	// Policies are the per-command verdict settings. Nil: defaults for every command.
 	Policies *Policies
 	// Logger for subscriber and verdict events. Default slog.Default().
@@ -101,6 +103,7 @@ type Options struct {
 type Server struct {
 	pb.UnimplementedEventServiceServer
 
+	role      Role
 	log       *eventlog.Log
 	policies  *policySet
 	logger    *slog.Logger
@@ -150,6 +153,10 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxSubscribers < 0 || opts.MaxUnackedBytes < 0 {
 		return nil, fmt.Errorf("server: MaxSubscribers %d and MaxUnackedBytes %d: want positive (0: the default)", opts.MaxSubscribers, opts.MaxUnackedBytes)
 	}
+	role, err := ParseRole(string(opts.Role))
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	pols, err := opts.Policies.resolve()
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
@@ -173,6 +180,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("presence subscription: %w", err)
 	}
 	s := &Server{
+		role:     role,
 		log:      opts.Log,
 		policies: pols,
 		logger:   opts.Logger,
@@ -251,3 +259,6 @@ func (s *Server) Stop() { s.committer.close() }
 
 // Ready reports whether callbacks can be stored.
 func (s *Server) Ready(ctx context.Context) error { return s.log.Ready(ctx) }
+
+// Role is the work this instance does.
+func (s *Server) Role() Role { return s.role }

@@ -23,6 +23,9 @@ const MaxInFlight = 10000
 // Subscribe streams events to one subscriber. A group is a durable JetStream consumer shared by its
 // members; a subscription without a group is an ordered, ephemeral consumer of new events.
 func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
+	if !s.role.Delivers() {
+		return errNotDeliver
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err

@@ -115,12 +115,20 @@ var listenRE = regexp.MustCompile(`msg="(http|grpc|debug) listening" addr=(\S+)`
 
 // startBridge runs `imbridge serve` on loopback port 0 with a fresh data dir.
 func startBridge(bin, dataDir string, pin, debug bool, extra ...string) (*server, error) {
+	return startBridgeNice(0, bin, dataDir, pin, debug, extra...)
+}
+
+// startBridgeNice is startBridge at a lower CPU priority (nice(1)'s niceness; 0: as this process).
+func startBridgeNice(niceness int, bin, dataDir string, pin, debug bool, extra ...string) (*server, error) {
 	args := append([]string{"serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0",
 		"--data-dir", dataDir, "--log-level", "info"}, extra...)
 	if debug {
 		args = append(args, "--debug-addr", "127.0.0.1:0")
 	}
 	cmd := exec.Command(bin, args...)
+	if niceness > 0 {
+		cmd = exec.Command("nice", append([]string{"-n", strconv.Itoa(niceness), bin}, args...)...)
+	}
 	cmd.Env = serverEnv(pin)
 	errPipe, err := cmd.StderrPipe()
 	if err != nil {

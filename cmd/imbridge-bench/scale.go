@@ -105,42 +105,100 @@ func answerRun(ctx context.Context, cfg config, dir string, v answerVariant) (re
 		return res, 0, 0, err
 	}
 	defer br.stop()
-	defer func() { _, peak = br.rss() }()
-	reqs := afterRequests(br.httpAddr, cfg.auth)
+	res, caughtUp, err = answerLoad(ctx, cfg, br, br, filepath.Base(dir), v)
+	_, peak = br.rss()
+	return res, caughtUp, peak, err
+}
+
+// answerLoad runs variant v: callbacks posted to ingest, subscribers connected to deliver.
+func answerLoad(ctx context.Context, cfg config, ingest, deliver *server, name string, v answerVariant) (res loadResult, caughtUp time.Duration, err error) {
+	reqs := afterRequests(ingest.httpAddr, cfg.auth)
 	if v.backlog > 0 {
-		if _, err := load(ctx, br.httpAddr, reqs, cfg.Conns, 0, time.Hour, v.backlog); err != nil {
-			return res, 0, 0, err
+		if _, err := load(ctx, ingest.httpAddr, reqs, cfg.Conns, 0, time.Hour, v.backlog); err != nil {
+			return res, 0, err
 		}
 	}
 	rec := &receipts{}
 	var want int64
 	for _, sub := range v.subs {
-		s, err := subscribe(br.grpcAddr, cfg.auth, sub, rec)
+		s, err := subscribe(deliver.grpcAddr, cfg.auth, sub, rec)
 		if err != nil {
-			return res, 0, 0, err
+			return res, 0, err
 		}
 		defer s.close()
 		if sub.Group != "" {
 			want += int64(v.backlog)
 		}
 	}
-	warm, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0)
+	warm, err := load(ctx, ingest.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0)
 	if err != nil {
-		return res, 0, 0, err
+		return res, 0, err
 	}
-	done := profile(cfg, br, filepath.Base(dir))
-	res, err = load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
+	done := profile(cfg, ingest, name)
+	res, err = load(ctx, ingest.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
 	done()
 	if err != nil {
-		return res, 0, 0, err
+		return res, 0, err
 	}
 	end := time.Now()
 	receivers := cmp.Or(v.receivers, len(v.subs))
 	want += int64(receivers) * int64(warm.Requests-warm.Errors+res.Requests-res.Errors)
 	if !waitFor(func() bool { return rec.received.Load() >= want }, time.Minute) {
-		return res, time.Minute, 0, nil
+		return res, time.Minute, nil
 	}
-	return res, time.Since(end), 0, nil
+	return res, time.Since(end), nil
+}
+
+// tierScenarios: the answer run of 200 groups with the bridge split in two tiers on one NATS
+// server (in this process): callbacks posted to an instance with --role ingest, the groups
+// connected to one with --role deliver, run at a lower CPU priority (nice 10), as an operator
+// would give delivery a lower priority than answering; against the ingest instance alone.
+func tierScenarios(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
+	var quiet time.Duration
+	for _, v := range []answerVariant{{name: "quiet"}, {name: "200 groups", subs: groupSubs(200), target: 3}} {
+		name := "tiers " + v.name
+		step(name)
+		res, caughtUp, err := tierRun(ctx, cfg, dataDir(name), v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rep.latency(name, fmt.Sprintf("after-callback answer at %.0f req/s from the ingest instance", cfg.AnswerRate), res.Latencies, "", true)
+		rep.generator(name, res, true)
+		rep.errors(name, res)
+		p99 := percentile(res.Latencies, 99)
+		if v.subs == nil {
+			quiet = p99
+			continue
+		}
+		ratio := float64(p99) / float64(quiet)
+		rep.metric(name, "p99 / quiet", ratio, "x", fmt.Sprintf("<= %.0f", v.target), ratio <= v.target)
+		rep.metric(name, "every event delivered, after the load", caughtUp.Seconds(), "s", "< 60", caughtUp < time.Minute)
+	}
+	return nil
+}
+
+// tierRun is one tier variant on a fresh NATS server: an ingest instance, and a deliver instance
+// when v has subscribers.
+func tierRun(ctx context.Context, cfg config, dir string, v answerVariant) (res loadResult, caughtUp time.Duration, err error) {
+	nn, err := startNATSNodes(filepath.Join(dir, "nats"), 1)
+	if err != nil {
+		return res, 0, err
+	}
+	defer nn.stop()
+	args := append([]string{"--nats-url", nn.urls}, cfg.auth.bridgeArgs()...)
+	ingest, err := startBridge(cfg.Bridge, filepath.Join(dir, "ingest"), false, cfg.Profile != "", append(args, "--role", "ingest")...)
+	if err != nil {
+		return res, 0, err
+	}
+	defer ingest.stop()
+	deliver := ingest
+	if v.subs != nil {
+		if deliver, err = startBridgeNice(10, cfg.Bridge, filepath.Join(dir, "deliver"), false, false, append(args, "--role", "deliver")...); err != nil {
+			return res, 0, err
+		}
+		defer deliver.stop()
+	}
+	return answerLoad(ctx, cfg, ingest, deliver, filepath.Base(dir), v)
 }
 
 // deliveryRates: after-callbacks as fast as they are answered (cfg.Conns connections, closed loop)

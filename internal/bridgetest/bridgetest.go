@@ -40,6 +40,8 @@ type Options struct {
 	DataDir string
 	// NATSURL: an external NATS server instead of the embedded one.
 	NATSURL string
+	// Role: server.Options.Role.
+	Role server.Role
 	// Policies for verdicts.
 	Policies *server.Policies
 	// Gateway options (services, Ready, Auth and Logger are filled in).
@@ -101,7 +103,7 @@ func Start(t testing.TB, opts Options) *Bridge {
 	}
 	reg := prometheus.NewRegistry()
 	srv, err := server.New(server.Options{
-		Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg,
+		Role: opts.Role, Log: log, Policies: opts.Policies, Logger: logger, Registerer: reg,
 		MaxSubscribers: opts.MaxSubscribers, MaxUnackedBytes: opts.MaxUnackedBytes, Tracer: opts.Tracer,
 		PublishTimeout: opts.PublishTimeout, FailoverWait: opts.FailoverWait,
 	})

@@ -1,0 +1,49 @@
+package server
+
+import (
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Role is the part of the bridge's work an instance does. Instances with different roles share one
+// event log (a NATS cluster), so that an operator scales the two jobs apart: ingest instances answer
+// the IM servers, whose callbacks wait on them, and deliver instances serve subscribers, whose work
+// can lag. A before-callback that reached an ingest instance is decided by deciders connected to
+// deliver instances: decider presence and verdicts go through NATS (presence.go, verdict.go).
+type Role string
+
+const (
+	// RoleAll takes callbacks and serves subscribers: the default.
+	RoleAll Role = "all"
+	// RoleIngest takes callbacks (HTTP and the callback RPCs), stores them and waits for verdicts;
+	// it serves no subscriber.
+	RoleIngest Role = "ingest"
+	// RoleDeliver serves subscribers and the AdminService; it takes no callback.
+	RoleDeliver Role = "deliver"
+)
+
+// ParseRole reads --role; "" is RoleAll.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case "":
+		return RoleAll, nil
+	case RoleAll, RoleIngest, RoleDeliver:
+		return r, nil
+	}
+	return "", fmt.Errorf("role %q: want all, ingest or deliver", s)
+}
+
+// Ingests reports whether the role takes callbacks.
+func (r Role) Ingests() bool { return r != RoleDeliver }
+
+// Delivers reports whether the role serves subscribers.
+func (r Role) Delivers() bool { return r != RoleIngest }
+
+var (
+	errNotIngest = status.Error(codes.Unavailable,
+		"this instance takes no callbacks (--role deliver): point the IM server at an instance with --role ingest or all")
+	errNotDeliver = status.Error(codes.FailedPrecondition,
+		"this instance serves no subscribers (--role ingest): subscribe at an instance with --role deliver or all")
+)
