@@ -83,6 +83,7 @@ type Log struct {
 	// dead and redelivery are the stores beside the stream (deadletters.go).
 	dead       jetstream.Stream
 	redelivery jetstream.KeyValue
+	groups     jetstream.KeyValue
 	room       room               // room.go
 	storeDir   string             // the embedded server's, absolute
 	stopWatch  context.CancelFunc // ends the embedded server's watchdog (room.go); nil with an external one

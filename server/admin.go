@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,10 +59,25 @@ func (a adminService) GetGroup(ctx context.Context, req *pb.GetGroupRequest) (*p
 
 func (a adminService) DeleteGroup(ctx context.Context, req *pb.DeleteGroupRequest) (*pb.DeleteGroupResponse, error) {
 	if _, err := a.info(ctx, req.GetName()); err != nil {
-		return nil, err
+		// A group the log lost and could not bring back (groupstate.go) has its record only.
+		if status.Code(err) != codes.NotFound {
+			return nil, err
+		}
+		if ok, rerr := a.s.groups.has(ctx, req.GetName()); rerr != nil || !ok {
+			return nil, cmp.Or(rerr, err)
+		}
+		if err := a.s.groups.forget(ctx, req.GetName()); err != nil {
+			return nil, logError(err)
+		}
+		a.s.logger.Info("consumer group's record deleted (the log had lost the group)", "group", req.GetName(), "by", principalName(ctx))
+		return &pb.DeleteGroupResponse{}, nil
 	}
 	if n := a.s.Members(req.GetName()); n > 0 && !req.GetForce() {
 		return nil, status.Errorf(codes.FailedPrecondition, "group %s has %d members connected here: delete it with force to cut them off", req.GetName(), n)
+	}
+	// The record first: a group whose record is gone cannot come back (groupstate.go).
+	if err := a.s.groups.forget(ctx, req.GetName()); err != nil {
+		return nil, logError(err)
 	}
 	if err := a.s.log.JetStream().DeleteConsumer(ctx, a.s.log.Stream(), req.GetName()); err != nil {
 		return nil, logError(err)
@@ -114,6 +130,9 @@ func (a adminService) ResetGroup(ctx context.Context, req *pb.ResetGroupRequest)
 	}
 	if _, err := js.ResetConsumerToSequence(ctx, name, req.GetName(), seq); err != nil {
 		return nil, logError(err)
+	}
+	if err := a.s.groups.writeFloor(ctx, req.GetName(), true); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "group %s moved, but its record was not written: reset it again (event log: %v)", req.GetName(), err)
 	}
 	// What the group acked of a record before the move must not make it skip that record's events
 	// when it gets them again.

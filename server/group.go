@@ -45,11 +45,13 @@ func (s *Server) joinGroup(ctx context.Context, sub *pb.Subscription) (*pb.Subsc
 		return nil, 0, nil, err
 	}
 	s.groupMembers[sub.Group]++
+	s.groups.track(sub.Group)
 	leave := func() {
 		s.groupsMu.Lock()
 		defer s.groupsMu.Unlock()
 		if s.groupMembers[sub.Group]--; s.groupMembers[sub.Group] == 0 {
 			delete(s.groupMembers, sub.Group)
+			s.groups.untrack(sub.Group)
 		}
 	}
 	return settings, logAckWait, leave, nil
@@ -65,14 +67,15 @@ func (s *Server) Members(group string) int {
 func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse bool) (*pb.Subscription, time.Duration, error) {
 	js, streamName := s.log.JetStream(), s.log.Stream()
 	want := groupConfig(sub, s.failoverWait)
-	_, err := js.CreateConsumer(ctx, streamName, want)
-	if err == nil || !errors.Is(err, jetstream.ErrConsumerExists) {
-		if err != nil {
-			return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
-		}
-		return sub, want.AckWait, nil
-	}
 	c, err := js.Consumer(ctx, streamName, sub.Group)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if c, err = s.groups.restore(ctx, sub.Group); err != nil {
+			return nil, 0, err
+		}
+		if c == nil { // a new group
+			return s.newGroup(ctx, sub, want)
+		}
+	}
 	if err != nil {
 		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
@@ -107,14 +110,22 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 		joined.Filter, joined.Decide, joined.AckWait, joined.MaxDeliveries, joined.Order = have.Filter, have.Decide, have.AckWait, have.MaxDeliveries, have.Order
 		cfg := info.Config
 		if !inUse && madeBefore(cfg, s.failoverWait) {
-			// Its log ack wait becomes the failover wait, an ordered group's pin times out sooner.
-			// Not while members anywhere keep its records, or its pin, at the old pace.
+			// Its log ack wait becomes the failover wait, an ordered group's pin times out sooner,
+			// its consumer moves to memory. Not while members anywhere keep its records, or its
+			// pin, at the old pace.
 			want := groupConfig(joined, s.failoverWait)
 			cfg.AckWait, cfg.Metadata, cfg.PinnedTTL = want.AckWait, want.Metadata, want.PinnedTTL
-			if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
-				return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+			if cfg.MemoryStorage {
+				if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
+					return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+				}
+				if err := s.groups.writeFloor(ctx, sub.Group, true); err != nil {
+					return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", sub.Group, err)
+				}
+			} else if err := s.groups.toMemory(ctx, cfg, info.AckFloor.Stream); err != nil {
+				return nil, 0, err
 			}
-			s.logger.Info("consumer group made by an older bridge: failover wait and pin timeout set", "group", sub.Group, "ack_wait", cfg.AckWait, "pinned_ttl", cfg.PinnedTTL)
+			s.logger.Info("consumer group made by an older bridge: failover wait, pin timeout and memory state set", "group", sub.Group, "ack_wait", cfg.AckWait, "pinned_ttl", cfg.PinnedTTL)
 		}
 		return joined, cfg.AckWait, nil
 	}
@@ -136,15 +147,39 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 	if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
 		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
+	if err := s.groups.writeFloor(ctx, sub.Group, true); err != nil {
+		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", sub.Group, err)
+	}
 	s.logger.Info("consumer group settings replaced", "group", sub.Group)
 	return sub, cfg.AckWait, nil
 }
 
+// newGroup creates a group's consumer, with cfg, and its record: a group the log could not bring
+// back is not made.
+func (s *Server) newGroup(ctx context.Context, sub *pb.Subscription, cfg jetstream.ConsumerConfig) (*pb.Subscription, time.Duration, error) {
+	js, streamName := s.log.JetStream(), s.log.Stream()
+	c, err := js.CreateConsumer(ctx, streamName, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) { // made meanwhile, by another instance
+		return s.groupConsumer(ctx, sub, true)
+	}
+	if err != nil {
+		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
+	}
+	info := c.CachedInfo()
+	if err := s.groups.put(ctx, sub.Group, info.Config, info.AckFloor.Stream); err != nil {
+		_ = js.DeleteConsumer(context.WithoutCancel(ctx), streamName, sub.Group)
+		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", sub.Group, err)
+	}
+	return sub, cfg.AckWait, nil
+}
+
 // madeBefore tells whether a group's consumer was made by a bridge older than failover waits (its
-// ack wait is the group's, longer than failover) or than the shorter pin timeout.
+// ack wait is the group's, longer than failover), than the shorter pin timeout, or than consumers
+// in memory (groupstate.go).
 func madeBefore(cfg jetstream.ConsumerConfig, failover time.Duration) bool {
 	_, ok := cfg.Metadata[metaAckWait]
-	return !ok && cfg.AckWait > failover || cfg.PriorityPolicy == jetstream.PriorityPolicyPinned && cfg.PinnedTTL > pinnedTTL
+	return !ok && cfg.AckWait > failover || cfg.PriorityPolicy == jetstream.PriorityPolicyPinned && cfg.PinnedTTL > pinnedTTL ||
+		!cfg.MemoryStorage
 }
 
 // groupConfig is the consumer of a group with sub's settings. Its ack wait is at most failover: the
@@ -165,7 +200,8 @@ func groupConfig(sub *pb.Subscription, failover time.Duration) jetstream.Consume
 		MaxDeliver:     -1, // delivered again until acked: nothing is dropped
 		FilterSubjects: nonCatchAll(filterSubjects(sub.GetFilter())),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		MaxAckPending:  -1, // each member bounds its own unacked events
+		MaxAckPending:  -1,   // each member bounds its own unacked events
+		MemoryStorage:  true, // groupstate.go
 		Metadata: map[string]string{
 			metaFilter:        base64.StdEncoding.EncodeToString(filter),
 			metaDecide:        decide,

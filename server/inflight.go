@@ -74,6 +74,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	}
 	if to := msg.Header.Get(groupHeader); to != "" && to != m.sub.Group {
 		_ = msg.Ack() // redriven for another group
+		m.s.groups.acked(m.sub.Group)
 		return nil
 	}
 	seq, delivered := md.Sequence.Stream, md.NumDelivered
@@ -158,6 +159,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	if len(send) == 0 {
 		// Nothing this group wants (the subject filter is coarse), or all of it acked before.
 		_ = msg.Ack()
+		m.s.groups.acked(m.sub.Group)
 		if kept {
 			m.s.forgetState(m.sub.Group, seq)
 		}
@@ -430,6 +432,7 @@ func (m *member) letGo(rec *record) {
 	}()
 	if len(rec.nackedIDs) == 0 && len(rec.unacked) == 0 {
 		_ = rec.msg.Ack()
+		m.s.groups.acked(m.sub.Group)
 		if rec.kept {
 			m.s.forgetState(m.sub.Group, rec.seq)
 		}

@@ -44,6 +44,7 @@ const (
 	rejectVerdict    = "verdict"         // a verdict message that is not a valid Verdict
 	rejectState      = "redelivery"      // a redelivery entry that cannot be read (redelivery.go)
 	rejectDeadLetter = "dead_letter"     // a dead letter that cannot be read (deadletter.go)
+	rejectGroup      = "group_record"    // a consumer group's record that cannot be read (groupstate.go)
 )
 
 // latencyBuckets span a callback's answer: from a stored after-callback (about a millisecond) to a
@@ -126,7 +127,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Events moved to the dead letters after max_deliveries, by consumer group.",
 		}, []string{"group"}),
 	}
-	for _, r := range []string{rejectRecord, rejectEvent, rejectDuplicate, rejectVerdictTo, rejectVerdict, rejectState, rejectDeadLetter} {
+	for _, r := range []string{rejectRecord, rejectEvent, rejectDuplicate, rejectVerdictTo, rejectVerdict, rejectState, rejectDeadLetter, rejectGroup} {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -109,8 +109,9 @@ type Server struct {
 	logger    *slog.Logger
 	verdicts  *verdictRouter
 	deciders  *deciders
-	presence  *presence // which groups have members on other instances (presence.go)
-	tails     *tailHub  // this instance's live tails (tailhub.go)
+	presence  *presence   // which groups have members on other instances (presence.go)
+	tails     *tailHub    // this instance's live tails (tailhub.go)
+	groups    *groupStore // the groups' records (groupstate.go)
 	committer *committer
 	dedup     *dedupTable // nil: off
 	metrics   *metrics
@@ -209,7 +210,9 @@ func New(opts Options) (*Server, error) {
 	s.committer.metrics = mets
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	s.tails = newTailHub(s)
+	s.groups = newGroupStore(s, opts.Log.Groups())
 	go pres.run(s.stopCtx)
+	go s.groups.run(s.stopCtx)
 	return s, nil
 }
 
@@ -247,6 +250,7 @@ func (s *Server) Close(ctx context.Context) error {
 	go func() { s.subs.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.groups.wait(ctx) // the floors of the groups whose members just left
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("subscribers still closing: %w", ctx.Err())

@@ -52,7 +52,7 @@ func (c config) wants(s string) bool { return slices.Contains(c.Scenarios, s) }
 
 func main() {
 	if len(os.Args) > 1 {
-		serve := map[string]func() error{"baseline-server": runBaselineServer, "floor-server": runFloorServer}[os.Args[1]]
+		serve := map[string]func() error{"baseline-server": runBaselineServer, "floor-server": runFloorServer, "subscribers": runSubscribers, "nats-server": runNATSServer}[os.Args[1]]
 		if serve != nil {
 			if err := serve(); err != nil {
 				fmt.Fprintln(os.Stderr, err)

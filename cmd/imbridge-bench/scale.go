@@ -13,8 +13,9 @@ import (
 // The IM server's answer while the bridge delivers (scenario answer), the cost of delivery by the
 // number of groups (deliveries) and a before-callback's verdict while groups are busy
 // (verdict-busy). Each compares against a quiet run in the same bench run. These runs are not
-// pinned: the bridge has both cores, as in production, and the subscribers run in this process,
-// whose delay is reported beside each figure.
+// pinned: the bridge has both cores, as in production. The answer runs' subscribers run in a child
+// process at a lower priority (subprocess.go); the others' in this process, whose delay is reported
+// beside each figure.
 
 // answerVariant is one answer run: subs connected before the load, after backlog events stored
 // with nobody connected.
@@ -118,14 +119,17 @@ func answerLoad(ctx context.Context, cfg config, ingest, deliver *server, name s
 			return res, 0, err
 		}
 	}
-	rec := &receipts{}
 	var want int64
-	for _, sub := range v.subs {
-		s, err := subscribe(deliver.grpcAddr, cfg.auth, sub, rec)
+	received := func() int64 { return 0 }
+	if len(v.subs) > 0 {
+		rs, err := subscribeRemote(deliver.grpcAddr, cfg.auth, v.subs)
 		if err != nil {
 			return res, 0, err
 		}
-		defer s.close()
+		defer rs.close()
+		received = rs.received.Load
+	}
+	for _, sub := range v.subs {
 		if sub.Group != "" {
 			want += int64(v.backlog)
 		}
@@ -143,14 +147,14 @@ func answerLoad(ctx context.Context, cfg config, ingest, deliver *server, name s
 	end := time.Now()
 	receivers := cmp.Or(v.receivers, len(v.subs))
 	want += int64(receivers) * int64(warm.Requests-warm.Errors+res.Requests-res.Errors)
-	if !waitFor(func() bool { return rec.received.Load() >= want }, time.Minute) {
+	if !waitFor(func() bool { return received() >= want }, time.Minute) {
 		return res, time.Minute, nil
 	}
 	return res, time.Since(end), nil
 }
 
 // tierScenarios: the answer run of 200 groups with the bridge split in two tiers on one NATS
-// server (in this process): callbacks posted to an instance with --role ingest, the groups
+// server (a child process): callbacks posted to an instance with --role ingest, the groups
 // connected to one with --role deliver, run at a lower CPU priority (nice 10), as an operator
 // would give delivery a lower priority than answering; against the ingest instance alone.
 func tierScenarios(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
@@ -180,12 +184,12 @@ func tierScenarios(ctx context.Context, cfg config, dataDir func(string) string,
 // tierRun is one tier variant on a fresh NATS server: an ingest instance, and a deliver instance
 // when v has subscribers.
 func tierRun(ctx context.Context, cfg config, dir string, v answerVariant) (res loadResult, caughtUp time.Duration, err error) {
-	nn, err := startNATSNodes(filepath.Join(dir, "nats"), 1)
+	url, stopNATS, err := startNATSProcess(filepath.Join(dir, "nats"))
 	if err != nil {
 		return res, 0, err
 	}
-	defer nn.stop()
-	args := append([]string{"--nats-url", nn.urls}, cfg.auth.bridgeArgs()...)
+	defer stopNATS()
+	args := append([]string{"--nats-url", url}, cfg.auth.bridgeArgs()...)
 	ingest, err := startBridge(cfg.Bridge, filepath.Join(dir, "ingest"), false, cfg.Profile != "", append(args, "--role", "ingest")...)
 	if err != nil {
 		return res, 0, err
