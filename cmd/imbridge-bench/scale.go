@@ -246,9 +246,15 @@ func verdictBusy(ctx context.Context, cfg config, dataDir func(string) string, r
 		name := fmt.Sprintf("verdict %d busy groups", n)
 		step(name)
 		var res loadResult
-		err := withBridge(cfg, dataDir(name), false, n, verdictDecider, func(br *server, _ *receipts) error {
+		// The decider runs in this process; the busy groups in a child process, as the answer runs'.
+		err := withBridge(cfg, dataDir(name), false, 0, verdictDecider, func(br *server, _ *receipts) error {
 			busy := make(chan error, 1)
 			if n > 0 {
+				rs, err := subscribeRemote(br.grpcAddr, cfg.auth, groupSubs(n))
+				if err != nil {
+					return err
+				}
+				defer rs.close()
 				go func() {
 					_, err := load(ctx, br.httpAddr, afterRequests(br.httpAddr, cfg.auth), cfg.OpenConns, cfg.AnswerRate, cfg.Warmup+cfg.Duration, 0)
 					busy <- err
