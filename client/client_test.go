@@ -34,6 +34,7 @@ import (
 	"github.com/imbridge/imbridge/app"
 	"github.com/imbridge/imbridge/client"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
+	"github.com/imbridge/imbridge/internal/bridgetest"
 	"github.com/imbridge/imbridge/internal/inprocess"
 )
 
@@ -214,7 +215,7 @@ func TestRefusedForGood(t *testing.T) {
 // gets what was stored before and after, every event at least once.
 func TestReconnectAcrossRestart(t *testing.T) {
 	t.Parallel()
-	bin := binary(t)
+	bin := bridgetest.Binary(t)
 	data := t.TempDir()
 	p := newProxy(t)
 	first := serve(t, bin, data)
@@ -290,32 +291,6 @@ func serve(t *testing.T, bin, data string) *process {
 	}()
 	wait(t, found, "imbridge listening")
 	return p
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds the imbridge command once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "imbridge-client-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "imbridge")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/imbridge").CombinedOutput(); err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v", buildErr)
-	}
-	return binPath
 }
 
 // proxy forwards TCP connections to a backend that can change, as a load balancer in front of

@@ -129,20 +129,7 @@ func TestTailCutOff(t *testing.T) {
 	t.Parallel()
 	const posted = 300
 	b := bridgetest.Start(t, bridgetest.Options{MaxUnackedBytes: 64 << 10})
-	// A fixed window (no BDP growth) bounds what the client's transport takes in unread.
-	conn := b.Dial(t, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	ctx, cancel := context.WithTimeout(context.Background(), bridgetest.Timeout)
-	defer cancel()
-	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{}}}); err != nil {
-		t.Fatal(err)
-	}
-	if resp, err := stream.Recv(); err != nil || resp.GetSubscribed() == nil {
-		t.Fatalf("subscribe: %v %v", resp, err)
-	}
+	stream := slowTail(t, b)
 
 	var wg sync.WaitGroup
 	for range 4 {
@@ -184,6 +171,26 @@ func TestTailCutOff(t *testing.T) {
 		last = ev.Sequence
 		received++
 	}
+}
+
+// slowTail opens a live tail that reads only when the test does, on a connection whose fixed
+// window (no BDP growth) bounds what the client's transport takes in unread.
+func slowTail(t *testing.T, b *bridgetest.Bridge) pb.EventService_SubscribeClient {
+	t.Helper()
+	conn := b.Dial(t, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), bridgetest.Timeout)
+	t.Cleanup(cancel)
+	stream, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{}}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.GetSubscribed() == nil {
+		t.Fatalf("subscribe: %v %v", resp, err)
+	}
+	return stream
 }
 
 // metricValue reads a counter or gauge without labels from the bridge's registry.

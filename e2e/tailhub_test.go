@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -109,19 +108,7 @@ func TestSlowTailDoesNotHoldOthers(t *testing.T) {
 	const posted = 200
 	// Room for 32 events, with the reading tail's: on a busy machine, it is not always scheduled.
 	b := bridgetest.Start(t, bridgetest.Options{MaxUnackedBytes: 256 << 10})
-	conn := b.Dial(t, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	ctx, cancel := context.WithTimeout(context.Background(), bridgetest.Timeout)
-	defer cancel()
-	slow, err := pb.NewEventServiceClient(conn).Subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := slow.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Subscription{Subscription: &pb.Subscription{}}}); err != nil {
-		t.Fatal(err)
-	}
-	if resp, err := slow.Recv(); err != nil || resp.GetSubscribed() == nil {
-		t.Fatalf("subscribe: %v %v", resp, err)
-	}
+	slow := slowTail(t, b)
 	fast := b.Subscribe(t, &pb.Subscription{})
 
 	got := make(chan int)

@@ -153,12 +153,9 @@ func (m *member) readTail(ctx context.Context, msgs jetstream.MessagesContext, q
 			}
 			return
 		}
-		if msg.Headers().Get(groupHeader) != "" {
-			continue // a dead letter redriven for its group
-		}
-		var seq uint64
-		if md, err := msg.Metadata(); err == nil {
-			seq = md.Sequence.Stream
+		seq, ok := forTails(msg)
+		if !ok {
+			continue
 		}
 		evs, bad, err := m.events(msg.Headers(), msg.Data(), seq)
 		if err != nil || bad > 0 {
@@ -170,4 +167,16 @@ func (m *member) readTail(ctx context.Context, msgs jetstream.MessagesContext, q
 			return
 		}
 	}
+}
+
+// forTails tells whether a log message is for live tails (a dead letter redriven for its group is
+// not), and its stream sequence.
+func forTails(msg jetstream.Msg) (seq uint64, ok bool) {
+	if msg.Headers().Get(groupHeader) != "" {
+		return 0, false
+	}
+	if md, err := msg.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+	}
+	return seq, true
 }

@@ -119,12 +119,9 @@ func (h *tailHub) read(r *hubReader) {
 			h.fail(r, status.Errorf(codes.Unavailable, "live tail: %v", err))
 			return
 		}
-		if msg.Headers().Get(groupHeader) != "" {
-			continue // a dead letter redriven for its group
-		}
-		var seq uint64
-		if md, err := msg.Metadata(); err == nil {
-			seq = md.Sequence.Stream
+		seq, ok := forTails(msg)
+		if !ok {
+			continue
 		}
 		rec.reset(msg.Subject(), msg.Headers(), msg.Data(), seq)
 		if rec.err != nil {

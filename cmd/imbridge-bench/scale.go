@@ -75,26 +75,32 @@ func answerScenarios(ctx context.Context, cfg config, dataDir func(string) strin
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		p99 := percentile(res.Latencies, 99)
 		what := fmt.Sprintf("after-callback answer at %.0f req/s", cfg.AnswerRate)
 		if v.backlog > 0 {
 			what += fmt.Sprintf(", %d events stored first", v.backlog)
 		}
-		rep.latency(name, what, res.Latencies, "", true)
-		rep.generator(name, res, true)
-		rep.errors(name, res)
-		if v.subs == nil {
-			quiet = p99
-			continue
-		}
-		ratio := float64(p99) / float64(quiet)
-		rep.metric(name, "p99 / quiet", ratio, "x", fmt.Sprintf("<= %.0f", v.target), ratio <= v.target)
-		rep.metric(name, "every event delivered, after the load", caughtUp.Seconds(), "s", "< 60", caughtUp < time.Minute)
-		if v.subs[0].Group == "" {
+		reportAnswer(rep, name, what, v, res, caughtUp, &quiet)
+		if v.subs != nil && v.subs[0].Group == "" {
 			rep.metric(name, "bridge RSS peak", mb(peak), "MB", "", true)
 		}
 	}
 	return nil
+}
+
+// reportAnswer reports an answer run: its latencies, and for a variant with subscribers its p99 as
+// a ratio to *quiet and how long the subscribers took to catch up; a quiet run sets *quiet.
+func reportAnswer(rep *report, name, what string, v answerVariant, res loadResult, caughtUp time.Duration, quiet *time.Duration) {
+	rep.latency(name, what, res.Latencies, "", true)
+	rep.generator(name, res, true)
+	rep.errors(name, res)
+	p99 := percentile(res.Latencies, 99)
+	if v.subs == nil {
+		*quiet = p99
+		return
+	}
+	ratio := float64(p99) / float64(*quiet)
+	rep.metric(name, "p99 / quiet", ratio, "x", fmt.Sprintf("<= %.0f", v.target), ratio <= v.target)
+	rep.metric(name, "every event delivered, after the load", caughtUp.Seconds(), "s", "< 60", caughtUp < time.Minute)
 }
 
 // answerRun is one answer variant on a fresh bridge. caughtUp is how long after the measured load
@@ -166,17 +172,7 @@ func tierScenarios(ctx context.Context, cfg config, dataDir func(string) string,
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		rep.latency(name, fmt.Sprintf("after-callback answer at %.0f req/s from the ingest instance", cfg.AnswerRate), res.Latencies, "", true)
-		rep.generator(name, res, true)
-		rep.errors(name, res)
-		p99 := percentile(res.Latencies, 99)
-		if v.subs == nil {
-			quiet = p99
-			continue
-		}
-		ratio := float64(p99) / float64(quiet)
-		rep.metric(name, "p99 / quiet", ratio, "x", fmt.Sprintf("<= %.0f", v.target), ratio <= v.target)
-		rep.metric(name, "every event delivered, after the load", caughtUp.Seconds(), "s", "< 60", caughtUp < time.Minute)
+		reportAnswer(rep, name, fmt.Sprintf("after-callback answer at %.0f req/s from the ingest instance", cfg.AnswerRate), v, res, caughtUp, &quiet)
 	}
 	return nil
 }

@@ -69,7 +69,7 @@ func testDiskFull(t *testing.T, when string) {
 		fmt.Fprintln(f, what)
 		f.Close()
 	}
-	cmd := exec.Command("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", diskFullScript, "sh", dir, binary(t), ctl, when, ack)
+	cmd := exec.Command("unshare", "--user", "--map-root-user", "--mount", "sh", "-c", diskFullScript, "sh", dir, bridgetest.Binary(t), ctl, when, ack)
 	// The shell and the bridge it starts in a process group of their own, killed together at the end
 	// (killing the shell alone would leave the bridge running).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

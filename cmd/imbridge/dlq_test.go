@@ -30,7 +30,7 @@ func TestDLQCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, error) {
-		out, err := exec.Command(binary(t), append(args, "--server", p.grpcAddr)...).CombinedOutput()
+		out, err := exec.Command(bridgetest.Binary(t), append(args, "--server", p.grpcAddr)...).CombinedOutput()
 		return string(out), err
 	}
 	var out string

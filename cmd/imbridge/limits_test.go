@@ -89,7 +89,7 @@ func TestOneProcessPerDataDir(t *testing.T) {
 	first := startServe(t, dir)
 	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
 	defer cancel()
-	second := exec.CommandContext(ctx, binary(t), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir)
+	second := exec.CommandContext(ctx, bridgetest.Binary(t), "serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir", dir)
 	out, err := second.CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 || ctx.Err() != nil {

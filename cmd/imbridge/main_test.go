@@ -34,34 +34,6 @@ import (
 	"github.com/imbridge/imbridge/internal/bridgetest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds the imbridge command once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "imbridge-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "imbridge")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			binPath = string(out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("go build: %v\n%s", buildErr, binPath)
-	}
-	return binPath
-}
-
 // process is a running `imbridge serve`.
 type process struct {
 	cmd         *exec.Cmd
@@ -82,7 +54,7 @@ var listenRE = regexp.MustCompile(`msg"?[=:]"(http|grpc|metrics) listening"[ ,]"
 // startServe runs the real binary on loopback port 0 and reads the bound addresses from its log.
 func startServe(t *testing.T, dataDir string, args ...string) *process {
 	t.Helper()
-	return startBinary(t, binary(t), dataDir, args...)
+	return startBinary(t, bridgetest.Binary(t), dataDir, args...)
 }
 
 // startBinary is startServe with another build of the bridge.
@@ -480,7 +452,7 @@ func TestServeOperations(t *testing.T) {
 		}
 	}
 
-	out, err := exec.Command(binary(t), "--version").CombinedOutput()
+	out, err := exec.Command(bridgetest.Binary(t), "--version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "imbridge ") {
 		t.Errorf("imbridge --version: %q, %v", out, err)
 	}
@@ -517,7 +489,7 @@ func TestGroupsCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, error) {
-		out, err := exec.Command(binary(t), append(args, "--server", p.grpcAddr)...).CombinedOutput()
+		out, err := exec.Command(bridgetest.Binary(t), append(args, "--server", p.grpcAddr)...).CombinedOutput()
 		return string(out), err
 	}
 	out, err := run("groups", "list")
@@ -534,7 +506,7 @@ func TestGroupsCommand(t *testing.T) {
 	// tail --ordered makes an ordered group, which the list shows.
 	tctx, stopTail := context.WithCancel(t.Context())
 	defer stopTail()
-	tailCmd := exec.CommandContext(tctx, binary(t), "tail", "--group", "ordered", "--ordered", "--server", p.grpcAddr)
+	tailCmd := exec.CommandContext(tctx, bridgetest.Binary(t), "tail", "--group", "ordered", "--ordered", "--server", p.grpcAddr)
 	if err := tailCmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +544,7 @@ func TestGroupsCommand(t *testing.T) {
 	if out, err := run("groups", "show", "audit"); err == nil || !strings.Contains(out, "NotFound") {
 		t.Errorf("groups show after delete: %v\n%s", err, out)
 	}
-	hc, err := exec.Command(binary(t), "healthcheck", "--url", "http://"+p.httpAddr+"/readyz").CombinedOutput()
+	hc, err := exec.Command(bridgetest.Binary(t), "healthcheck", "--url", "http://"+p.httpAddr+"/readyz").CombinedOutput()
 	if err != nil || !strings.Contains(string(hc), `"ready"`) {
 		t.Errorf("healthcheck: %v %s", err, hc)
 	}

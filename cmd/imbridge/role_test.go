@@ -16,11 +16,11 @@ import (
 // service, what an instance of each role serves (for a load balancer's checks).
 func TestServeRoles(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command(binary(t), "serve", "--role", "ingest", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0").CombinedOutput()
+	out, err := exec.Command(bridgetest.Binary(t), "serve", "--role", "ingest", "--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--role ingest needs --nats-url") {
 		t.Errorf("--role ingest on the embedded log: %v\n%s; want an error saying it needs --nats-url", err, out)
 	}
-	out, err = exec.Command(binary(t), "serve", "--role", "both", "--nats-url", "nats://127.0.0.1:1").CombinedOutput()
+	out, err = exec.Command(bridgetest.Binary(t), "serve", "--role", "both", "--nats-url", "nats://127.0.0.1:1").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `role "both"`) {
 		t.Errorf("--role both: %v\n%s; want an error naming it", err, out)
 	}
