@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
@@ -129,18 +132,65 @@ func TestGroupRecordUnreadable(t *testing.T) {
 	}
 }
 
-// TestGroupDeletedStaysDeleted: deleting a group removes its record, so it is not brought back.
+// TestGroupDeletedStaysDeleted: deleting a group removes its record, also while the record of its
+// last member's acks is being written (the write must not bring the record back, or the bridge
+// would bring the group back).
 func TestGroupDeletedStaysDeleted(t *testing.T) {
 	t.Parallel()
 	b := bridgetest.Start(t, bridgetest.Options{})
-	sub := b.Subscribe(t, &pb.Subscription{Group: "gone"})
-	sub.Cancel()
-	waitGroupIdle(t, b, "gone")
-	if _, err := pb.NewAdminServiceClient(b.Conn).DeleteGroup(t.Context(), &pb.DeleteGroupRequest{Name: "gone"}); err != nil {
-		t.Fatal(err)
+	admin := pb.NewAdminServiceClient(b.Conn)
+	for i := range 30 {
+		group := fmt.Sprintf("gone%d", i)
+		sub := b.Subscribe(t, &pb.Subscription{Group: group})
+		postQuit(t, b, "G")
+		ev := sub.Next()
+		sub.Ack(ev.Id)
+		sub.Cancel() // the floor is written as the member leaves
+		if _, err := admin.DeleteGroup(t.Context(), &pb.DeleteGroupRequest{Name: group, Force: true}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := b.Log.Groups().Get(t.Context(), "gone"); err != jetstream.ErrKeyNotFound {
-		t.Errorf("record of a deleted group: %v; want none", err)
+	ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
+	defer cancel()
+	b.Server.FlushGroupRecords(ctx)
+	for i := range 30 {
+		group := fmt.Sprintf("gone%d", i)
+		if _, err := b.Log.Groups().Get(t.Context(), group); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("record of deleted group %s: %v; want none", group, err)
+		}
+	}
+}
+
+// TestGroupResetRecorded: a reset writes the group's new floor, and the floor of acks from before
+// it, written as its last member leaves, does not land over it.
+func TestGroupResetRecorded(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{})
+	admin := pb.NewAdminServiceClient(b.Conn)
+	for i := range 20 {
+		sub := b.Subscribe(t, &pb.Subscription{Group: "r"})
+		postQuit(t, b, "G")
+		for range i + 1 { // after each reset, every event stored comes again
+			ev := sub.Next()
+			sub.Ack(ev.Id)
+		}
+		// Acks go out without waiting: one the log took after the reset would move the floor again.
+		bridgetest.WaitFor(t, "the acks taken", func() bool {
+			c, err := b.Log.JetStream().Consumer(t.Context(), b.Log.Stream(), "r")
+			return err == nil && c.CachedInfo().AckFloor.Stream == uint64(i+1)
+		})
+		sub.Cancel()
+		waitGroupIdle(t, b, "r") // its last floor is being written now
+		if _, err := admin.ResetGroup(t.Context(), &pb.ResetGroupRequest{Name: "r", To: &pb.ResetGroupRequest_Sequence{Sequence: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), bridgetest.Timeout)
+		b.Server.FlushGroupRecords(ctx)
+		cancel()
+		if f := groupFloor(t, b, "r"); f != 0 {
+			c, _ := b.Log.JetStream().Consumer(t.Context(), b.Log.Stream(), "r")
+			t.Fatalf("record floor %d after a reset to sequence 1; want 0 (consumer: %+v %+v)", f, c.CachedInfo().AckFloor, c.CachedInfo().Delivered)
+		}
 	}
 }
 
@@ -148,6 +198,7 @@ func TestGroupDeletedStaysDeleted(t *testing.T) {
 // member anywhere, it moves to memory, after what it acked.
 func TestFileGroupMovesToMemory(t *testing.T) {
 	t.Parallel()
+	started := time.Now()
 	b := bridgetest.Start(t, bridgetest.Options{})
 	sub := b.Subscribe(t, &pb.Subscription{Group: "old"})
 	postQuit(t, b, "G1")
@@ -180,6 +231,9 @@ func TestFileGroupMovesToMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A group moves only once the bridge has heard from the other instances (presence: 3 s), so
+	// that a member elsewhere still pulling it is known.
+	bridgetest.WaitFor(t, "presence settled", func() bool { return time.Since(started) > 3500*time.Millisecond })
 	sub = b.Subscribe(t, &pb.Subscription{Group: "old"})
 	if ev := sub.Next(); ev.GetMemberQuit().GetGroupId() != "G2" {
 		t.Errorf("moved group got %v; want the quit from G2, after its floor", ev)

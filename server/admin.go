@@ -131,7 +131,7 @@ func (a adminService) ResetGroup(ctx context.Context, req *pb.ResetGroupRequest)
 	if _, err := js.ResetConsumerToSequence(ctx, name, req.GetName(), seq); err != nil {
 		return nil, logError(err)
 	}
-	if err := a.s.groups.writeFloor(ctx, req.GetName(), true); err != nil {
+	if err := a.s.groups.sync(ctx, req.GetName(), new(seq-1)); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "group %s moved, but its record was not written: reset it again (event log: %v)", req.GetName(), err)
 	}
 	// What the group acked of a record before the move must not make it skip that record's events

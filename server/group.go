@@ -115,15 +115,19 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 			// pin, at the old pace.
 			want := groupConfig(joined, s.failoverWait)
 			cfg.AckWait, cfg.Metadata, cfg.PinnedTTL = want.AckWait, want.Metadata, want.PinnedTTL
-			if cfg.MemoryStorage {
+			// A consumer on file moves only once presence has heard from every instance: a member
+			// elsewhere still pulling it would lose it.
+			if !cfg.MemoryStorage && time.Since(s.started) > presenceStale {
+				if err := s.groups.toMemory(ctx, cfg, info.AckFloor.Stream); err != nil {
+					return nil, 0, err
+				}
+			} else {
 				if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
 					return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 				}
-				if err := s.groups.writeFloor(ctx, sub.Group, true); err != nil {
+				if err := s.groups.sync(ctx, sub.Group, nil); err != nil {
 					return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", sub.Group, err)
 				}
-			} else if err := s.groups.toMemory(ctx, cfg, info.AckFloor.Stream); err != nil {
-				return nil, 0, err
 			}
 			s.logger.Info("consumer group made by an older bridge: failover wait, pin timeout and memory state set", "group", sub.Group, "ack_wait", cfg.AckWait, "pinned_ttl", cfg.PinnedTTL)
 		}
@@ -147,7 +151,7 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 	if _, err := js.UpdateConsumer(ctx, streamName, cfg); err != nil {
 		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
-	if err := s.groups.writeFloor(ctx, sub.Group, true); err != nil {
+	if err := s.groups.sync(ctx, sub.Group, nil); err != nil {
 		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", sub.Group, err)
 	}
 	s.logger.Info("consumer group settings replaced", "group", sub.Group)
@@ -166,7 +170,7 @@ func (s *Server) newGroup(ctx context.Context, sub *pb.Subscription, cfg jetstre
 		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: %v", sub.Group, err)
 	}
 	info := c.CachedInfo()
-	if err := s.groups.put(ctx, sub.Group, info.Config, info.AckFloor.Stream); err != nil {
+	if err := s.groups.create(ctx, info.Config, info.AckFloor.Stream); err != nil {
 		_ = js.DeleteConsumer(context.WithoutCancel(ctx), streamName, sub.Group)
 		return nil, 0, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", sub.Group, err)
 	}

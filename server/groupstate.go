@@ -1,10 +1,13 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
 // A consumer group's consumer keeps its state in the log's memory (ConsumerConfig.MemoryStorage):
@@ -36,25 +41,31 @@ const restoreInterval = 30 * time.Second
 
 // groupRecord is a group's entry in the groups bucket.
 type groupRecord struct {
+	// Config is the consumer's configuration when the record was written; its settings (metadata)
+	// are what a group brought back takes (settingsOf), the rest is built again (groupConfig).
 	Config jetstream.ConsumerConfig `json:"config"`
 	// Floor: every record of the stream up to this sequence was acked by the group, or is not for it.
 	Floor uint64 `json:"floor"`
 }
 
 // groupStore writes and reads the groups bucket.
+//
+// Writers race: instances write the floors of the groups their members ack, admins reset and
+// delete groups. A record is only ever changed with the revision it was read at (kv.Update), read
+// before the consumer's state: a write based on the consumer's state from before a reset or a
+// delete was read at a revision from before it too, and fails once the reset's or the delete's own
+// write has landed. Only the group's creation creates a record: a deleted group's is not written
+// again.
 type groupStore struct {
 	s  *Server
 	kv jetstream.KeyValue
 
-	moved  sync.Map       // group name → *atomic.Bool: acked since its floor was written; groups with members here
+	moved  sync.Map       // group name → *atomic.Bool: acked, or its last write to be checked again
 	writes sync.WaitGroup // untrack's
-
-	mu      sync.Mutex
-	written map[string]uint64 // the floor written last, by group; guarded by mu
 }
 
 func newGroupStore(s *Server, kv jetstream.KeyValue) *groupStore {
-	return &groupStore{s: s, kv: kv, written: map[string]uint64{}}
+	return &groupStore{s: s, kv: kv}
 }
 
 // run writes the floors of groups acked on here and brings back lost groups, until ctx ends.
@@ -70,8 +81,14 @@ func (g *groupStore) run(ctx context.Context) {
 			return
 		case <-floors.C:
 			g.moved.Range(func(k, v any) bool {
-				if v.(*atomic.Bool).Swap(false) {
-					_ = g.writeFloor(ctx, k.(string), false)
+				moved := v.(*atomic.Bool)
+				if moved.Swap(false) {
+					// Acks are sent without waiting: the last ones may reach the log after its state
+					// was read. A group whose floor moved is read again on the next tick, until
+					// it stays; a write that failed is tried again.
+					if wrote, err := g.writeFloor(ctx, k.(string)); wrote || err != nil {
+						moved.Store(true)
+					}
 				}
 				return ctx.Err() == nil
 			})
@@ -86,11 +103,11 @@ func (g *groupStore) track(group string) {
 	g.moved.LoadOrStore(group, new(atomic.Bool))
 }
 
-// untrack is track's end, when the group's last member here left: its floor is written now (wait
-// waits for that).
+// untrack is called when the group's last member here left: its floor is written now (wait waits
+// for that), and checked again on the next tick.
 func (g *groupStore) untrack(group string) {
-	g.moved.Delete(group)
-	g.writes.Go(func() { _ = g.writeFloor(context.Background(), group, false) })
+	g.acked(group)
+	g.writes.Go(func() { _, _ = g.writeFloor(context.Background(), group) })
 }
 
 // wait waits for the floors being written, until ctx ends.
@@ -110,71 +127,91 @@ func (g *groupStore) acked(group string) {
 	}
 }
 
-// writeFloor writes group's record with its consumer's ack floor, if that moved forward since it
-// was written last (or at all, with force: after a reset). A consumer the log keeps on file is
-// left alone: it comes back by itself.
-func (g *groupStore) writeFloor(ctx context.Context, group string, force bool) error {
+// errRecordMoved: the record changed between its read and its write.
+var errRecordMoved = errors.New("the group's record changed meanwhile")
+
+// writeFloor brings group's record up to its consumer: its ack floor and settings. It writes
+// nothing for a group with no record (deleted, or on file: it comes back by itself) or whose
+// consumer is gone, and reports whether it wrote.
+func (g *groupStore) writeFloor(ctx context.Context, group string) (wrote bool, err error) {
+	return g.write(ctx, group, nil, false)
+}
+
+// write is writeFloor, with floor instead of the consumer's ack floor when it is set, and with
+// force, writing even what the record holds already: a new revision, so that writers that read
+// the consumer before the change fail.
+func (g *groupStore) write(ctx context.Context, group string, floor *uint64, force bool) (wrote bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, stateTimeout)
 	defer cancel()
-	c, err := g.s.log.JetStream().Consumer(ctx, g.s.log.Stream(), group)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil // deleted, or lost: its record stays as it was
+	defer func() {
+		if err != nil && !errors.Is(err, errRecordMoved) {
+			g.s.logger.Warn("consumer group's record not written", "group", group, "err", err)
+		}
+	}()
+	e, err := g.kv.Get(ctx, group) // first: see groupStore
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
 	}
 	if err != nil {
-		g.s.logger.Warn("consumer group's floor not written", "group", group, "err", err)
-		return err
+		return false, err
+	}
+	c, err := g.s.log.JetStream().Consumer(ctx, g.s.log.Stream(), group)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil // lost: its record stays as it was, to bring it back
+	}
+	if err != nil {
+		return false, err
 	}
 	info := c.CachedInfo()
 	if !info.Config.MemoryStorage {
-		return nil
+		return false, nil
 	}
-	floor := info.AckFloor.Stream
-	g.mu.Lock()
-	stale := force || floor > g.written[group]
-	g.mu.Unlock()
-	if !stale {
-		return nil
+	b, err := encodeRecord(info.Config, cmp.Or(floor, &info.AckFloor.Stream))
+	if err != nil {
+		return false, err
 	}
-	if err := g.put(ctx, group, info.Config, floor); err != nil {
-		g.s.logger.Warn("consumer group's floor not written", "group", group, "floor", floor, "err", err)
-		return err
+	if !force && string(b) == string(e.Value()) {
+		return false, nil
 	}
-	return nil
+	if _, err := g.kv.Update(ctx, group, b, e.Revision()); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, errRecordMoved
+		}
+		return false, err
+	}
+	return true, nil
 }
 
-// put writes group's record.
-func (g *groupStore) put(ctx context.Context, group string, cfg jetstream.ConsumerConfig, floor uint64) error {
+// sync writes group's record after a change an admin or a member asked for: new settings, or a
+// reset to floor (nil: the consumer's floor). It tries again while other writers get in between.
+// (The log answers a reset before the consumer's state shows it: the floor is the one asked for.)
+func (g *groupStore) sync(ctx context.Context, group string, floor *uint64) error {
+	var err error
+	for range 5 {
+		if _, err = g.write(ctx, group, floor, true); !errors.Is(err, errRecordMoved) {
+			return err
+		}
+	}
+	return err
+}
+
+func encodeRecord(cfg jetstream.ConsumerConfig, floor *uint64) ([]byte, error) {
+	cfg.Metadata = maps.Clone(cfg.Metadata)
 	for k := range cfg.Metadata {
-		if strings.HasPrefix(k, "_nats.") { // the server's own, set again on creation
+		if strings.HasPrefix(k, "_nats.") { // the server's own
 			delete(cfg.Metadata, k)
 		}
 	}
-	b, err := json.Marshal(groupRecord{Config: cfg, Floor: floor})
+	return json.Marshal(groupRecord{Config: cfg, Floor: *floor})
+}
+
+// create writes a new group's record (put: also over what a deleted group left).
+func (g *groupStore) create(ctx context.Context, cfg jetstream.ConsumerConfig, floor uint64) error {
+	b, err := encodeRecord(cfg, &floor)
 	if err != nil {
 		return err
 	}
-	if _, err := g.kv.Put(ctx, group, b); err != nil {
-		return err
-	}
-	g.mu.Lock()
-	g.written[group] = floor
-	g.mu.Unlock()
-	return nil
-}
-
-// toMemory moves a group's consumer from the log's files to its memory: its record first, so that
-// the group comes back (restoreAll) if the log takes the removal and not the creation. What was
-// acked past the floor comes again.
-func (g *groupStore) toMemory(ctx context.Context, cfg jetstream.ConsumerConfig, floor uint64) error {
-	cfg.MemoryStorage = true
-	group := cfg.Durable
-	if err := g.put(ctx, group, cfg, floor); err != nil {
-		return status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", group, err)
-	}
-	if err := g.s.log.JetStream().DeleteConsumer(ctx, g.s.log.Stream(), group); err != nil {
-		return status.Errorf(codes.Unavailable, "consumer group %s: %v", group, err)
-	}
-	_, err := g.restore(ctx, group)
+	_, err = g.kv.Put(ctx, cfg.Durable, b)
 	return err
 }
 
@@ -190,11 +227,24 @@ func (g *groupStore) has(ctx context.Context, group string) (bool, error) {
 	return true, nil
 }
 
-// forget removes group's record (the group is deleted).
+// toMemory moves a group's consumer from the log's files to its memory: its record first, so that
+// the group comes back (restoreAll) if the log takes the removal and not the creation. What was
+// acked past the floor comes again.
+func (g *groupStore) toMemory(ctx context.Context, cfg jetstream.ConsumerConfig, floor uint64) error {
+	cfg.MemoryStorage = true
+	group := cfg.Durable
+	if err := g.create(ctx, cfg, floor); err != nil {
+		return status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", group, err)
+	}
+	if err := g.s.log.JetStream().DeleteConsumer(ctx, g.s.log.Stream(), group); err != nil {
+		return status.Errorf(codes.Unavailable, "consumer group %s: %v", group, err)
+	}
+	_, err := g.restore(ctx, group)
+	return err
+}
+
+// forget removes group's record (the group is deleted). Writers holding an older revision fail.
 func (g *groupStore) forget(ctx context.Context, group string) error {
-	g.mu.Lock()
-	delete(g.written, group)
-	g.mu.Unlock()
 	if err := g.kv.Purge(ctx, group); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err
 	}
@@ -203,6 +253,7 @@ func (g *groupStore) forget(ctx context.Context, group string) error {
 
 // restore brings back group's consumer from its record. It returns nil, nil when there is none.
 func (g *groupStore) restore(ctx context.Context, group string) (jetstream.Consumer, error) {
+	js, stream := g.s.log.JetStream(), g.s.log.Stream()
 	e, err := g.kv.Get(ctx, group)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
@@ -210,22 +261,27 @@ func (g *groupStore) restore(ctx context.Context, group string) (jetstream.Consu
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "consumer group %s: its record: %v", group, err)
 	}
-	rec, err := readGroupRecord(group, e.Value())
+	settings, floor, err := readGroupRecord(group, e.Value())
 	if err != nil {
 		g.s.metrics.rejected.WithLabelValues(rejectGroup).Inc()
 		return nil, status.Errorf(codes.FailedPrecondition, "consumer group %s: %v (delete the group to start it again: imbridge groups delete %s)", group, err, group)
 	}
-	cfg := rec.Config
-	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, rec.Floor+1, nil
-	c, err := g.s.log.JetStream().CreateConsumer(ctx, g.s.log.Stream(), cfg)
+	cfg := groupConfig(settings, g.s.failoverWait)
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, floor+1, nil
+	c, err := js.CreateConsumer(ctx, stream, cfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) { // brought back meanwhile, by another instance
-		c, err = g.s.log.JetStream().Consumer(ctx, g.s.log.Stream(), group)
+		c, err = js.Consumer(ctx, stream, group)
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "consumer group %s: %v", group, err)
 	}
+	// Deleted meanwhile (its record first): the group stays deleted.
+	if _, err := g.kv.Get(ctx, group); errors.Is(err, jetstream.ErrKeyNotFound) {
+		_ = js.DeleteConsumer(context.WithoutCancel(ctx), stream, group)
+		return nil, nil
+	}
 	// The embedded log loses every group when it restarts with the bridge: not worth a warning.
-	g.s.logger.Info("consumer group brought back from its record (what it acked past its floor comes again)", "group", group, "floor", rec.Floor)
+	g.s.logger.Info("consumer group brought back from its record (what it acked past its floor comes again)", "group", group, "floor", floor)
 	return c, nil
 }
 
@@ -234,7 +290,9 @@ func (g *groupStore) restoreAll(ctx context.Context) {
 	js, stream := g.s.log.JetStream(), g.s.log.Stream()
 	keys, err := g.kv.ListKeys(ctx)
 	if err != nil {
-		g.s.logger.Warn("consumer groups not checked", "err", err)
+		if !errors.Is(err, jetstream.ErrNoKeysFound) {
+			g.s.logger.Warn("consumer groups not checked", "err", err)
+		}
 		return
 	}
 	defer func() { _ = keys.Stop() }()
@@ -249,17 +307,23 @@ func (g *groupStore) restoreAll(ctx context.Context) {
 	}
 }
 
-// readGroupRecord decodes and checks group's record as read back from the log.
-func readGroupRecord(group string, b []byte) (*groupRecord, error) {
+// readGroupRecord reads group's record as read back from the log: the group's settings, and its
+// floor. Only the settings are taken from it: the consumer is built again from them.
+func readGroupRecord(group string, b []byte) (*pb.Subscription, uint64, error) {
 	rec := new(groupRecord)
 	if err := json.Unmarshal(b, rec); err != nil {
-		return nil, fmt.Errorf("unreadable record: %w", err)
+		return nil, 0, fmt.Errorf("unreadable record: %w", err)
 	}
-	if rec.Config.Durable != group || !rec.Config.MemoryStorage || rec.Config.AckPolicy != jetstream.AckExplicitPolicy {
-		return nil, fmt.Errorf("record of another consumer (durable %q, memory %v, ack policy %v)", rec.Config.Durable, rec.Config.MemoryStorage, rec.Config.AckPolicy)
+	if rec.Config.Durable != group {
+		return nil, 0, fmt.Errorf("record of another consumer (%q)", rec.Config.Durable)
 	}
-	if _, err := settingsOf(rec.Config); err != nil {
-		return nil, fmt.Errorf("record: %w", err)
+	if rec.Floor == math.MaxUint64 {
+		return nil, 0, fmt.Errorf("record floor %d: past any sequence", rec.Floor)
 	}
-	return rec, nil
+	settings, err := settingsOf(rec.Config)
+	if err != nil {
+		return nil, 0, fmt.Errorf("record: %w", err)
+	}
+	settings.Group = group
+	return settings, rec.Floor, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -11,8 +12,8 @@ import (
 )
 
 // FuzzGroupRecord: a group's record is read back from the log, which others may write: whatever it
-// holds, it is refused with an error or read as a record of that group, in memory, with settings
-// the bridge can use.
+// holds, it is refused with an error or read as that group's settings and a floor it can start
+// after, and the consumer built from them is one of the bridge's groups (in memory, acked, pulled).
 func FuzzGroupRecord(f *testing.F) {
 	good, _ := json.Marshal(groupRecord{Config: groupConfig(&pb.Subscription{Group: "g", Decide: true}, 5*time.Second), Floor: 41})
 	f.Add("g", good)
@@ -20,16 +21,21 @@ func FuzzGroupRecord(f *testing.F) {
 	f.Add("g", []byte(`{"config":{"durable_name":"g"}}`))
 	f.Add("g", []byte(`null`))
 	f.Add("other", good)
+	f.Add("g", []byte(`{"config":{"durable_name":"g","metadata":{"imbridge.filter":""}},"floor":18446744073709551615}`))
 	f.Fuzz(func(t *testing.T, group string, b []byte) {
-		rec, err := readGroupRecord(group, b)
+		settings, floor, err := readGroupRecord(group, b)
 		if err != nil {
 			return
 		}
-		if rec.Config.Durable != group || !rec.Config.MemoryStorage || rec.Config.AckPolicy != jetstream.AckExplicitPolicy {
-			t.Fatalf("record of %q read as %+v", group, rec.Config)
+		if settings.Group != group || floor == math.MaxUint64 {
+			t.Fatalf("record of %q read as group %q, floor %d", group, settings.Group, floor)
 		}
-		if _, err := settingsOf(rec.Config); err != nil {
-			t.Fatalf("record read with settings the bridge cannot use: %v", err)
+		cfg := groupConfig(settings, 5*time.Second) // what is brought back
+		if cfg.Durable != group || !cfg.MemoryStorage || cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.DeliverSubject != "" {
+			t.Fatalf("record of %q brings back %+v", group, cfg)
+		}
+		if _, err := settingsOf(cfg); err != nil {
+			t.Fatalf("brought back with settings the bridge cannot read: %v", err)
 		}
 	})
 }

@@ -111,6 +111,7 @@ type Server struct {
 	deciders  *deciders
 	presence  *presence   // which groups have members on other instances (presence.go)
 	tails     *tailHub    // this instance's live tails (tailhub.go)
+	started   time.Time   // when New made it
 	groups    *groupStore // the groups' records (groupstate.go)
 	committer *committer
 	dedup     *dedupTable // nil: off
@@ -181,6 +182,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("presence subscription: %w", err)
 	}
 	s := &Server{
+		started:  time.Now(),
 		role:     role,
 		log:      opts.Log,
 		policies: pols,
@@ -263,6 +265,10 @@ func (s *Server) Stop() { s.committer.close() }
 
 // Ready reports whether callbacks can be stored.
 func (s *Server) Ready(ctx context.Context) error { return s.log.Ready(ctx) }
+
+// FlushGroupRecords waits, until ctx ends, for the group records being written because a group's
+// last member here left (groupstate.go); Close does it too.
+func (s *Server) FlushGroupRecords(ctx context.Context) { s.groups.wait(ctx) }
 
 // Role is the work this instance does.
 func (s *Server) Role() Role { return s.role }

@@ -101,7 +101,7 @@ func (h *tailHub) read(r *hubReader) {
 	})
 	var it jetstream.MessagesContext
 	if err == nil {
-		it, err = c.Messages() // creates the consumer: from here, every record stored is read
+		it, err = c.Messages() // the consumer, made by OrderedConsumer, reads every record stored since
 	}
 	if err != nil {
 		r.err = status.Errorf(codes.Unavailable, "live tail: %v", err)
@@ -140,6 +140,12 @@ func (h *tailHub) read(r *hubReader) {
 				h.s.metrics.tailCutoffs.Inc()
 			}
 		}
+		if len(h.feeds) == 0 { // the last tails were cut off: nobody to read for
+			r.cancel()
+			h.reader = nil
+			h.mu.Unlock()
+			return
+		}
 		h.mu.Unlock()
 	}
 }
@@ -148,7 +154,7 @@ func (h *tailHub) read(r *hubReader) {
 func (h *tailHub) fail(r *hubReader, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.reader != r {
+	if h.reader != r || r.ctx.Err() != nil { // stopped: its last tail left, or the bridge stops
 		return
 	}
 	for feed := range h.feeds {
