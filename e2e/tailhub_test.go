@@ -90,7 +90,8 @@ func TestTailsShareOneReader(t *testing.T) {
 func TestTailReaderRestarts(t *testing.T) {
 	t.Parallel()
 	b := bridgetest.Start(t, bridgetest.Options{})
-	for i := range 5 {
+	const rounds = 5
+	for i := range rounds {
 		tail := b.Subscribe(t, &pb.Subscription{})
 		group := fmt.Sprintf("G%d", i)
 		postQuit(t, b, group)
@@ -98,6 +99,15 @@ func TestTailReaderRestarts(t *testing.T) {
 			t.Fatalf("tail %d got the quit from %s; want %s, stored after it subscribed", i, got, group)
 		}
 		tail.Cancel()
+		bridgetest.WaitFor(t, "the tail counted out", func() bool { return b.Server.Subscribers() == 0 })
+	}
+	// Each reader made a consumer of its own (a stopped one lingers until it is inactive).
+	stream, err := b.Log.JetStream().Stream(t.Context(), b.Log.Stream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := stream.CachedInfo().State.Consumers; n != rounds {
+		t.Errorf("%d consumers after %d tails one after the other; want %d: a reader each", n, rounds, rounds)
 	}
 }
 
