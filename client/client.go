@@ -1,9 +1,10 @@
 // Package client is the Go client of imbridge's EventService, for the internal services that react
 // to what happens in IM chat groups. It runs the Subscribe stream for them: it subscribes, hands
 // each event to a handler, acks what the handler took (in batches), nacks what it failed with the
-// error as the reason, answers before-callbacks with the handler's verdict by their deadline, bounds
-// the work in flight, and reconnects with jittered backoff when the stream breaks, resuming where
-// it was. It never logs: errors it recovers from go to WithErrorHandler.
+// error as the reason (RetryAfter sets a delay), answers before-callbacks with the handler's verdict
+// by their deadline, bounds the work in flight, and reconnects with jittered backoff when the
+// stream breaks, resuming where it was. It never logs: errors it recovers from go to
+// WithErrorHandler.
 //
 // A service that logs member quits and refuses group names with a bad word:
 //
@@ -12,20 +13,28 @@
 //		log.Fatal(err)
 //	}
 //	defer c.Close()
-//	ctx := context.Background()
-//	go c.Subscribe(ctx, client.Subscription{Group: "audit", Filter: client.Kinds(pb.EventKind_EVENT_KIND_MEMBER_QUIT)},
-//		client.HandlerFunc(func(ctx context.Context, ev *pb.Event) error {
-//			log.Printf("%v left %s", ev.GetMemberQuit().GetUserIds(), ev.GetMemberQuit().GetGroupId())
-//			return nil // acked; an error is a nack: the event comes again
-//		}))
-//	err = c.Subscribe(ctx, client.Subscription{Group: "names", Filter: client.Kinds(pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED)},
-//		client.DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
-//			if name, ok := client.NewGroupName(ev); ok && strings.Contains(name, "spam") {
-//				return client.Refuse(0, "this group name is not allowed"), nil
-//			}
-//			return client.Allow(), nil
-//		}))
-//	log.Fatal(err)
+//	g, ctx := errgroup.WithContext(context.Background())
+//	g.Go(func() error {
+//		return c.Subscribe(ctx, client.Subscription{Group: "audit", Filter: client.Kinds(pb.EventKind_EVENT_KIND_MEMBER_QUIT)},
+//			client.HandlerFunc(func(ctx context.Context, ev *pb.Event) error {
+//				log.Printf("%v left %s", ev.GetMemberQuit().GetUserIds(), ev.GetMemberQuit().GetGroupId())
+//				return nil // acked; an error nacks: the event comes again
+//			}))
+//	})
+//	g.Go(func() error {
+//		return c.Subscribe(ctx, client.Subscription{Group: "names", Filter: client.Commands("callbackBeforeSetGroupInfoExCommand")},
+//			client.DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+//				if name, ok := client.ChangedGroupName(ev); ok && strings.Contains(name, "spam") {
+//					return client.Refuse(0, "this group name is not allowed"), nil
+//				}
+//				return client.Allow(), nil
+//			}))
+//	})
+//	log.Fatal(g.Wait())
+//
+// Handlers run concurrently (Subscription.MaxInFlight at once) and must return when their ctx
+// ends: when the stream breaks, the client waits for them before it reconnects. A handler's panic
+// is recovered and nacks the event.
 //
 // Delivery is at least once: after a reconnect, or when another member's instance died, an event
 // can come again. The client skips an event it acked recently (the last 4,096 ids of the
@@ -38,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -52,6 +62,7 @@ type Client struct {
 	conn   *grpc.ClientConn
 	events pb.EventServiceClient
 	opts   options
+	closed atomic.Bool
 }
 
 type options struct {
@@ -84,10 +95,10 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // are dropped. It is called from the client's goroutines and must not block for long.
 func WithErrorHandler(f func(error)) Option { return func(o *options) { o.onError = f } }
 
-// WithBackoff sets the wait before reconnecting: min after the first failure, doubling up to max,
-// each wait jittered by up to half of it. Default 100ms and 10s.
-func WithBackoff(min, max time.Duration) Option {
-	return func(o *options) { o.minWait, o.maxWait = min, max }
+// WithBackoff sets the wait before reconnecting: first after the first failure, doubling up to
+// most, each wait jittered by up to half of it. Default 100ms and 10s; first at least 1ms.
+func WithBackoff(first, most time.Duration) Option {
+	return func(o *options) { o.minWait, o.maxWait = first, most }
 }
 
 // Dial prepares a client for target (host:port, or any gRPC target). Like grpc.NewClient it does
@@ -97,8 +108,8 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.minWait <= 0 || o.maxWait < o.minWait {
-		return nil, fmt.Errorf("client: backoff %v to %v: want 0 < min <= max", o.minWait, o.maxWait)
+	if o.minWait < time.Millisecond || o.maxWait < o.minWait {
+		return nil, fmt.Errorf("client: backoff %v to %v: want 1ms <= first <= most", o.minWait, o.maxWait)
 	}
 	creds := insecure.NewCredentials()
 	if o.tls != nil {
@@ -115,8 +126,11 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	return &Client{conn: conn, events: pb.NewEventServiceClient(conn), opts: o}, nil
 }
 
-// Close closes the connection; subscriptions end with an error.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close closes the connection; subscriptions end with ErrClosed.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	return c.conn.Close()
+}
 
 // report hands err to the error handler, if any.
 func (c *Client) report(err error) {
@@ -128,7 +142,11 @@ func (c *Client) report(err error) {
 // backoff is the wait before reconnecting after n failures in a row (n >= 1).
 func (c *Client) backoff(n int) time.Duration {
 	d := c.opts.minWait
-	for i := 1; i < n && d < c.opts.maxWait; i++ {
+	for i := 1; i < n; i++ {
+		if d >= c.opts.maxWait/2 { // no overflow
+			d = c.opts.maxWait
+			break
+		}
 		d *= 2
 	}
 	d = min(d, c.opts.maxWait)
@@ -159,6 +177,9 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 
 func (b bearer) RequireTransportSecurity() bool { return b.secure }
 
-// errClosed is what a subscription's stream ended with when the bridge closed it cleanly (it shuts
+// errEnded is what a subscription's stream ended with when the bridge closed it cleanly (it shuts
 // down): the client reconnects.
-var errClosed = errors.New("the bridge ended the stream")
+var errEnded = errors.New("the bridge ended the stream")
+
+// ErrClosed is what Subscribe returns once the Client is closed.
+var ErrClosed = errors.New("client: closed")

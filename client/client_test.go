@@ -158,16 +158,18 @@ func TestDeciderDeadline(t *testing.T) {
 	}
 }
 
-// TestMaxInFlight: no more handlers run at once than MaxInFlight.
+// TestMaxInFlight: no more handlers run at once than MaxInFlight, on a live tail, which the bridge
+// sends everything at once (a group member's max_in_flight the bridge keeps itself).
 func TestMaxInFlight(t *testing.T) {
 	t.Parallel()
 	b := start(t, "")
 	c := dial(t, b.GRPC)
-	const max = 2
+	const max, posted = 2, 6
 	var running, peak atomic.Int32
-	started := make(chan struct{}, 10)
+	started := make(chan struct{}, posted)
 	release := make(chan struct{})
-	run(t, c, client.Subscription{Group: "g", MaxInFlight: max}, client.HandlerFunc(func(ctx context.Context, ev *pb.Event) error {
+	ready := make(chan struct{}, 1)
+	run(t, c, client.Subscription{MaxInFlight: max, OnSubscribed: subscribed(ready)}, client.HandlerFunc(func(ctx context.Context, ev *pb.Event) error {
 		n := running.Add(1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
@@ -176,7 +178,8 @@ func TestMaxInFlight(t *testing.T) {
 		running.Add(-1)
 		return nil
 	}))
-	for range 5 {
+	wait(t, ready, "subscribed")
+	for range posted {
 		postQuit(t, b, "G")
 	}
 	for range max {
@@ -185,14 +188,34 @@ func TestMaxInFlight(t *testing.T) {
 	select {
 	case <-started:
 		t.Fatalf("a handler started with %d running; want at most %d", running.Load(), max)
-	case <-time.After(200 * time.Millisecond): // a bound on how long a third would take to start, not a synchronization
+	case <-time.After(200 * time.Millisecond): // a bound for a third to show up: can only miss, never fail wrongly
 	}
 	close(release)
-	for range 5 - max {
+	for range posted - max {
 		wait(t, started, "the rest")
 	}
 	if p := peak.Load(); p > max {
 		t.Errorf("%d handlers at once; want at most %d", p, max)
+	}
+}
+
+// TestCloseEndsSubscribe: closing the client ends its subscriptions with ErrClosed.
+func TestCloseEndsSubscribe(t *testing.T) {
+	t.Parallel()
+	b := start(t, "")
+	c, err := client.Dial(b.GRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Subscribe(context.Background(), client.Subscription{Group: "g", OnSubscribed: subscribed(ready)}, client.HandlerFunc(func(context.Context, *pb.Event) error { return nil }))
+	}()
+	wait(t, ready, "subscribed")
+	c.Close()
+	if err := wait(t, done, "Subscribe to return"); !errors.Is(err, client.ErrClosed) {
+		t.Errorf("Subscribe after Close: %v; want ErrClosed", err)
 	}
 }
 
@@ -211,8 +234,8 @@ func TestRefusedForGood(t *testing.T) {
 }
 
 // TestReconnectAcrossRestart: the real binary is killed (SIGKILL) and started again on the same
-// data; the client, connected through a proxy that then points at the new process, reconnects and
-// gets what was stored before and after, every event at least once.
+// data; the client, connected through a proxy that then points at the new process, reconnects,
+// gets again the event its handler held unacked, and what is stored after.
 func TestReconnectAcrossRestart(t *testing.T) {
 	t.Parallel()
 	bin := bridgetest.Binary(t)
@@ -223,8 +246,16 @@ func TestReconnectAcrossRestart(t *testing.T) {
 	c := dial(t, p.addr)
 	got := make(chan string, 100)
 	ready := make(chan struct{}, 1)
+	holding := make(chan struct{})
+	var held atomic.Bool
 	run(t, c, client.Subscription{Group: "g", OnSubscribed: subscribed(ready)}, client.HandlerFunc(func(ctx context.Context, ev *pb.Event) error {
-		got <- ev.GetMemberQuit().GetGroupId()
+		g := ev.GetMemberQuit().GetGroupId()
+		got <- g
+		if g == "unacked" && held.CompareAndSwap(false, true) {
+			close(holding)
+			<-ctx.Done() // the stream breaks with the kill: never acked
+			return ctx.Err()
+		}
 		return nil
 	}))
 	wait(t, ready, "subscribed")
@@ -232,7 +263,9 @@ func TestReconnectAcrossRestart(t *testing.T) {
 	if g := wait(t, got, "the first event"); g != "before" {
 		t.Fatalf("got %s; want before", g)
 	}
-	postQuit(t, &inprocess.Bridge{HTTP: first.http}, "unhandled") // stored: answered OK
+	postQuit(t, &inprocess.Bridge{HTTP: first.http}, "unacked")
+	wait(t, holding, "the handler holding the second event")
+	<-got
 	first.kill(t)
 	p.cut()
 
@@ -240,7 +273,7 @@ func TestReconnectAcrossRestart(t *testing.T) {
 	p.to(second.grpc)
 	postQuit(t, &inprocess.Bridge{HTTP: second.http}, "after")
 	seen := map[string]bool{}
-	for !seen["unhandled"] || !seen["after"] {
+	for !seen["unacked"] || !seen["after"] {
 		seen[wait(t, got, "the events stored around the restart")] = true
 	}
 	wait(t, ready, "subscribed again")
@@ -448,7 +481,7 @@ func TestAllowWith(t *testing.T) {
 	ready := make(chan struct{}, 1)
 	run(t, c, client.Subscription{Group: "clean", Filter: client.Commands("callbackBeforeSetGroupInfoExCommand"), OnSubscribed: subscribed(ready)},
 		client.DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
-			name, _ := client.NewGroupName(ev)
+			name, _ := client.ChangedGroupName(ev)
 			return client.AllowWith(&pb.GroupInfoChanged{Name: proto.String(strings.ToLower(name))}), nil
 		}))
 	wait(t, ready, "subscribed")

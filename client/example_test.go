@@ -26,11 +26,15 @@ func ExampleHandlerFunc() {
 	defer c.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	quits := make(chan *pb.MemberQuit)
+	quits := make(chan *pb.MemberQuit, 1)
 	go c.Subscribe(ctx, client.Subscription{Group: "audit", Filter: client.Kinds(pb.EventKind_EVENT_KIND_MEMBER_QUIT)},
 		client.HandlerFunc(func(ctx context.Context, ev *pb.Event) error {
-			quits <- ev.GetMemberQuit()
-			return nil
+			select {
+			case quits <- ev.GetMemberQuit():
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}))
 
 	if _, _, err := bridge.PostOpenIM("callbackAfterQuitGroupCommand", `{"callbackCommand":"callbackAfterQuitGroupCommand","groupID":"G1","userID":"alice"}`); err != nil {
@@ -63,7 +67,7 @@ func ExampleDeciderFunc() {
 		OnSubscribed: func() { subscribed <- struct{}{} },
 	}
 	go c.Subscribe(ctx, sub, client.DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
-		if name, ok := client.NewGroupName(ev); ok && strings.Contains(name, "spam") {
+		if name, ok := client.ChangedGroupName(ev); ok && strings.Contains(name, "spam") {
 			return client.Refuse(4001, "this group name is not allowed"), nil
 		}
 		return client.Allow(), nil

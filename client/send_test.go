@@ -3,12 +3,15 @@ package client
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
@@ -88,3 +91,84 @@ func TestReason(t *testing.T) {
 }
 
 func utf8Valid(s string) bool { return utf8.ValidString(s) }
+
+// handled runs session.handle on ev with h and returns what it queued.
+func handled(t *testing.T, group string, h Handler, ev *pb.Event) (*pb.SubscribeRequest, *session) {
+	t.Helper()
+	s := &session{c: &Client{}, sub: Subscription{Group: group}, h: h, done: newRecent(8)}
+	out := make(chan *pb.SubscribeRequest, 1)
+	s.handle(context.Background(), context.Background(), ev, out)
+	select {
+	case r := <-out:
+		return r, s
+	default:
+		return nil, s
+	}
+}
+
+// TestLateDecision: a before-callback that reaches the decider past its decide_by is acked
+// without calling it (it was answered already; a nack would only bring it back), and so is one
+// whose handler failed past it.
+func TestLateDecision(t *testing.T) {
+	past := timestamppb.New(time.Now().Add(-time.Second))
+	called := false
+	r, _ := handled(t, "d", DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+		called = true
+		return Allow(), nil
+	}), &pb.Event{Id: "late", Phase: pb.Phase_PHASE_BEFORE, DecideBy: past})
+	if called || r.GetAck().GetEventId() != "late" {
+		t.Errorf("late event: handler called %v, sent %v; want an ack without a call", called, r)
+	}
+	soon := timestamppb.New(time.Now().Add(20 * time.Millisecond))
+	r, _ = handled(t, "d", DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}), &pb.Event{Id: "slow", Phase: pb.Phase_PHASE_BEFORE, DecideBy: soon})
+	if r.GetAck().GetEventId() != "slow" {
+		t.Errorf("handler failed past decide_by: sent %v; want an ack", r)
+	}
+}
+
+// TestVerdictNotRemembered: a verdict sent is not remembered as done, so that a verdict lost with
+// the stream is decided again rather than acked (an ack allows); its text is made valid UTF-8.
+func TestVerdictNotRemembered(t *testing.T) {
+	r, s := handled(t, "d", DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+		return Refuse(1, "bad \xff name"), nil
+	}), &pb.Event{Id: "e", Phase: pb.Phase_PHASE_BEFORE, DecideBy: timestamppb.New(time.Now().Add(time.Minute))})
+	v := r.GetVerdict()
+	if v.GetEventId() != "e" || v.GetVerdict().GetDecision() != pb.Decision_DECISION_REFUSE || !utf8.ValidString(v.GetVerdict().GetMessage()) {
+		t.Fatalf("sent %v; want the refusal, in valid UTF-8", r)
+	}
+	if s.done.has("e") {
+		t.Error("the decided event is remembered as done: coming again, it would be acked")
+	}
+}
+
+// TestRetryAfterAndPanic: RetryAfter puts its delay on the nack; a panic nacks at once.
+func TestRetryAfterAndPanic(t *testing.T) {
+	r, _ := handled(t, "g", HandlerFunc(func(context.Context, *pb.Event) error {
+		return RetryAfter(errors.New("database down"), 2*time.Second)
+	}), &pb.Event{Id: "e"})
+	if n := r.GetNack(); n.GetReason() != "database down" || n.GetDelay().AsDuration() != 2*time.Second {
+		t.Errorf("sent %v; want a nack with reason and a 2s delay", r)
+	}
+	r, s := handled(t, "g", HandlerFunc(func(context.Context, *pb.Event) error { panic("oops") }), &pb.Event{Id: "p"})
+	if n := r.GetNack(); !strings.Contains(n.GetReason(), "panicked: oops") || n.GetDelay() != nil || s.done.has("p") {
+		t.Errorf("sent %v; want a nack saying the handler panicked", r)
+	}
+}
+
+// TestBackoff: waits double from the first to the most, jittered into their upper half, and do not
+// overflow.
+func TestBackoff(t *testing.T) {
+	c := &Client{opts: options{minWait: 100 * time.Millisecond, maxWait: time.Second}}
+	for n, want := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 4: 800 * time.Millisecond, 5: time.Second, 1000: time.Second} {
+		if d := c.backoff(n); d < want/2 || d > want {
+			t.Errorf("backoff(%d) = %v; want %v to %v", n, d, want/2, want)
+		}
+	}
+	c.opts = options{minWait: time.Millisecond, maxWait: math.MaxInt64}
+	if d := c.backoff(200); d <= 0 {
+		t.Errorf("backoff(200) with no most = %v", d)
+	}
+}

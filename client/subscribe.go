@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
@@ -37,7 +38,8 @@ type Subscription struct {
 	MaxDeliveries int
 	// Order: pb.Order_ORDER_IM_GROUP hands the events of each IM group one at a time, in order.
 	Order pb.Order
-	// Start: where a new group starts (pb.StartPosition_START_POSITION_NEW: with new events).
+	// Start: where a new group starts. Unset: with the oldest event the log keeps (a decider
+	// group: with new events); pb.StartPosition_START_POSITION_NEW: with new events.
 	Start pb.StartPosition
 	// OnSubscribed, if set, is called each time the bridge confirms the subscription: at first, and
 	// after each reconnect (a service may report itself ready from then on).
@@ -66,8 +68,10 @@ func (HandlerFunc) decides() bool { return false }
 
 // DeciderFunc decides before-callbacks (the subscription decides: it needs a group), and handles
 // the other events its filter selects like a HandlerFunc, its verdict ignored. Its ctx ends at the
-// event's decide_by: a verdict after it is too late, and the callback was answered with its
-// failure policy. An error nacks the event (another member may decide it in time).
+// event's decide_by (read on this machine's clock): a verdict after it is too late, and the
+// callback was answered with its failure policy. An error nacks the event (another member may
+// decide it in time); past decide_by the event is acked instead (nobody can decide it any more),
+// and an event that arrives past it is acked without calling the handler.
 type DeciderFunc func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error)
 
 func (f DeciderFunc) handle(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
@@ -76,10 +80,12 @@ func (f DeciderFunc) handle(ctx context.Context, ev *pb.Event) (*pb.Verdict, err
 
 func (DeciderFunc) decides() bool { return true }
 
-// Subscribe runs the subscription until ctx ends (it returns ctx's error) or the bridge refuses it
-// for good (INVALID_ARGUMENT, FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED: it returns
-// that error). A stream that breaks is opened again after a backoff; events handled but not yet
-// acked come again then. Subscribe may run several subscriptions on one Client at once.
+// Subscribe runs the subscription until ctx ends (it returns ctx's error), the Client is closed
+// (ErrClosed), or the bridge refuses it for good: INVALID_ARGUMENT, FAILED_PRECONDITION (a group in
+// use with other settings, an instance that serves no subscribers), PERMISSION_DENIED,
+// UNAUTHENTICATED, UNIMPLEMENTED; it returns that error. A stream that breaks is opened again after
+// a backoff; events handled but not yet acked come again then. Subscribe may run several
+// subscriptions on one Client at once.
 func (c *Client) Subscribe(ctx context.Context, sub Subscription, h Handler) error {
 	if h == nil {
 		return errors.New("client: no handler")
@@ -91,10 +97,17 @@ func (c *Client) Subscribe(ctx context.Context, sub Subscription, h Handler) err
 	failures := 0
 	for {
 		progressed, err := s.run(ctx)
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return ctx.Err()
-		}
-		if permanent(err) {
+		case c.closed.Load():
+			return ErrClosed
+		case s.sub.Group == "" && s.lastSeq > 0 && status.Code(err) == codes.InvalidArgument:
+			// A live tail resuming past the log's end (the log was made anew): from its end.
+			c.report(fmt.Errorf("client: live tail: %w (resubscribing from the log's end)", err))
+			s.lastSeq, s.seenAt = 0, nil
+			continue
+		case permanent(err):
 			return err
 		}
 		c.report(fmt.Errorf("client: subscription %q: %w (reconnecting)", sub.Group, err))
@@ -137,9 +150,10 @@ type session struct {
 	seenAt  map[string]bool
 }
 
-// run opens one stream and serves it until it ends. progressed: the bridge confirmed the
-// subscription (the backoff starts again).
+// run opens one stream and serves it until it ends. progressed: events came (the backoff starts
+// again).
 func (s *session) run(ctx context.Context) (progressed bool, err error) {
+	outer := ctx // a live tail's handlers run on: their events do not come again
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := s.c.events.Subscribe(ctx)
@@ -166,28 +180,38 @@ func (s *session) run(ctx context.Context) (progressed bool, err error) {
 		max = DefaultMaxInFlight
 	}
 	out := make(chan *pb.SubscribeRequest, max)
-	sendErr := make(chan error, 1)
-	go func() { sendErr <- send(stream, out) }()
+	var sendErr error // set before sent is closed
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		if sendErr = send(stream, out); sendErr != nil {
+			cancel() // Recv ends too
+		}
+	}()
 	slots := make(chan struct{}, max)
 	var handlers sync.WaitGroup
 	defer func() {
-		cancel() // handlers still running are told through their ctx
+		cancel() // handlers still running are told through their ctx, and must return
 		handlers.Wait()
 		close(out)
-		<-sendErr
+		<-sent
+		if sendErr != nil && !errors.Is(sendErr, io.EOF) {
+			err = sendErr
+		}
 	}()
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				err = errClosed
+				err = errEnded
 			}
-			return true, err
+			return progressed, err
 		}
 		ev := resp.GetEvent()
 		if ev == nil {
 			continue
 		}
+		progressed = true
 		if s.sub.Group == "" && !s.fresh(ev) {
 			continue
 		}
@@ -197,16 +221,18 @@ func (s *session) run(ctx context.Context) (progressed bool, err error) {
 		}
 		select {
 		case slots <- struct{}{}:
-		case err := <-sendErr:
-			return true, err
 		case <-ctx.Done():
-			return true, ctx.Err()
+			return progressed, ctx.Err()
+		}
+		hctx := ctx
+		if s.sub.Group == "" {
+			hctx = outer
 		}
 		handlers.Add(1)
 		go func() {
 			defer handlers.Done()
 			defer func() { <-slots }()
-			s.handle(ctx, ev, out)
+			s.handle(hctx, ctx, ev, out)
 		}()
 	}
 }
@@ -246,40 +272,79 @@ func (s *session) fresh(ev *pb.Event) bool {
 	return true
 }
 
-// handle runs the handler on ev and queues its ack, nack or verdict.
-func (s *session) handle(ctx context.Context, ev *pb.Event, out chan<- *pb.SubscribeRequest) {
-	hctx := ctx
-	if s.h.decides() && ev.GetDecideBy() != nil {
+// handle runs the handler on ev (with ctx) and queues its ack, nack or verdict while the stream
+// (streamCtx) lasts.
+func (s *session) handle(ctx, streamCtx context.Context, ev *pb.Event, out chan<- *pb.SubscribeRequest) {
+	deciding := s.h.decides() && ev.GetPhase() == pb.Phase_PHASE_BEFORE
+	if deciding && ev.GetDecideBy() != nil {
+		if !time.Now().Before(ev.GetDecideBy().AsTime()) {
+			// The IM server was answered already (the failure policy): nobody can decide it now,
+			// and a nack would only bring it back, past its deadline again.
+			s.c.report(fmt.Errorf("client: group %s: event %s came after its decide_by: acked without deciding", s.sub.Group, ev.Id))
+			out <- ackOf(ev.Id)
+			return
+		}
 		var cancel context.CancelFunc
-		hctx, cancel = context.WithDeadline(ctx, ev.GetDecideBy().AsTime())
+		ctx, cancel = context.WithDeadline(ctx, ev.GetDecideBy().AsTime())
 		defer cancel()
 	}
-	v, err := s.h.handle(hctx, ev)
+	v, err := s.call(ctx, ev)
 	if s.sub.Group == "" {
 		if err != nil {
 			s.c.report(fmt.Errorf("client: live tail: event %s: %w", ev.Id, err))
 		}
 		return
 	}
-	if ctx.Err() != nil {
+	if streamCtx.Err() != nil {
 		return // the stream is gone: the event comes again
 	}
-	var req *pb.SubscribeRequest
-	switch {
-	case err != nil:
-		s.c.report(fmt.Errorf("client: group %s: event %s nacked: %w", s.sub.Group, ev.Id, err))
-		req = &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{EventId: ev.Id, Reason: reason(err)}}}
-	case s.h.decides() && ev.GetPhase() == pb.Phase_PHASE_BEFORE:
+	if err == nil && deciding {
 		if v == nil {
 			v = Allow()
 		}
-		s.done.add(ev.Id)
-		req = &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{Verdict: &pb.VerdictReply{EventId: ev.Id, Verdict: v}}}
-	default:
-		s.done.add(ev.Id)
-		req = ackOf(ev.Id)
+		if err = checkVerdict(v); err == nil {
+			// Not remembered as done: a verdict lost with the stream must be decided again, not
+			// acked (an ack allows).
+			out <- &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Verdict{Verdict: &pb.VerdictReply{EventId: ev.Id, Verdict: v}}}
+			return
+		}
 	}
-	out <- req
+	if err != nil {
+		if deciding && !time.Now().Before(ev.GetDecideBy().AsTime()) {
+			s.c.report(fmt.Errorf("client: group %s: event %s: %w (past its decide_by: acked)", s.sub.Group, ev.Id, err))
+			out <- ackOf(ev.Id)
+			return
+		}
+		s.c.report(fmt.Errorf("client: group %s: event %s nacked: %w", s.sub.Group, ev.Id, err))
+		nack := &pb.Nack{EventId: ev.Id, Reason: reason(err)}
+		if d, ok := retryAfter(err); ok {
+			nack.Delay = durationpb.New(d)
+		}
+		out <- &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: nack}}
+		return
+	}
+	s.done.add(ev.Id)
+	out <- ackOf(ev.Id)
+}
+
+// call runs the handler, a panic turned into an error.
+func (s *session) call(ctx context.Context, ev *pb.Event) (v *pb.Verdict, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			v, err = nil, fmt.Errorf("handler panicked: %v", p)
+		}
+	}()
+	return s.h.handle(ctx, ev)
+}
+
+// checkVerdict makes a verdict's free text valid UTF-8 (the stream would end on it otherwise) and
+// tells whether the rest can be sent.
+func checkVerdict(v *pb.Verdict) error {
+	v.Message, v.Detail = strings.ToValidUTF8(v.Message, "\uFFFD"), strings.ToValidUTF8(v.Detail, "\uFFFD")
+	if _, err := proto.Marshal(v); err != nil {
+		return fmt.Errorf("verdict cannot be sent: %w", err)
+	}
+	return nil
 }
 
 func ackOf(id string) *pb.SubscribeRequest {
@@ -302,7 +367,6 @@ func reason(err error) string {
 // Ack message, until out is closed or a write fails.
 func send(stream pb.EventService_SubscribeClient, out <-chan *pb.SubscribeRequest) error {
 	var failed error
-	ids := make([]string, 0, maxAckBatch)
 	for req := range out {
 		if failed != nil {
 			continue // drain: handlers must not block
@@ -312,7 +376,7 @@ func send(stream pb.EventService_SubscribeClient, out <-chan *pb.SubscribeReques
 			failed = stream.Send(req)
 			continue
 		}
-		ids = append(ids[:0], ack.EventId)
+		ids := []string{ack.EventId}  // a slice of its own: a message is not changed once sent
 		var next *pb.SubscribeRequest // not an ack: sent after the batch
 	more:
 		for len(ids) < maxAckBatch {

@@ -1,6 +1,9 @@
 package client
 
 import (
+	"errors"
+	"time"
+
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 )
 
@@ -22,9 +25,9 @@ func AllowWith(replace *pb.GroupInfoChanged) *pb.Verdict {
 	return &pb.Verdict{Decision: pb.Decision_DECISION_ALLOW, GroupInfo: replace}
 }
 
-// NewGroupName is the group name an event asks for (or reports), whichever the vendor: ok is false
-// when the event does not change the name.
-func NewGroupName(ev *pb.Event) (name string, ok bool) {
+// ChangedGroupName is the group name an event changes to (asks for, in a before-callback),
+// whichever the vendor: ok is false when the event does not change the name.
+func ChangedGroupName(ev *pb.Event) (name string, ok bool) {
 	g := ev.GetGroupInfoChanged()
 	if g == nil || g.Name == nil {
 		return "", false
@@ -38,3 +41,27 @@ func Kinds(kinds ...pb.EventKind) *pb.EventFilter { return &pb.EventFilter{Kinds
 // Commands is a filter on the vendors' callback commands (callbackBeforeSetGroupInfoCommand,
 // Group.CallbackAfterMemberExit, ...).
 func Commands(commands ...string) *pb.EventFilter { return &pb.EventFilter{Commands: commands} }
+
+// maxNackDelay is the bridge's bound on a nack's delay.
+const maxNackDelay = time.Hour
+
+// RetryAfter is err for a handler to return when the event should come again no sooner than d
+// (at most an hour): the nack carries the delay. A plain error brings it back at once.
+func RetryAfter(err error, d time.Duration) error { return &retryError{err: err, after: d} }
+
+type retryError struct {
+	err   error
+	after time.Duration
+}
+
+func (e *retryError) Error() string { return e.err.Error() }
+func (e *retryError) Unwrap() error { return e.err }
+
+// retryAfter is the delay RetryAfter put in err, if any, within the bridge's bounds.
+func retryAfter(err error) (time.Duration, bool) {
+	var r *retryError
+	if !errors.As(err, &r) {
+		return 0, false
+	}
+	return min(max(r.after, 0), maxNackDelay), true
+}

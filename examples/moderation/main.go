@@ -70,8 +70,8 @@ func run(ctx context.Context, c *client.Client, words []string, logger *slog.Log
 	g.Go(func() error {
 		sub := client.Subscription{Group: "moderation", Filter: client.Kinds(pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED), OnSubscribed: onSubscribed}
 		return c.Subscribe(ctx, sub, client.DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
-			name, ok := client.NewGroupName(ev)
-			if !ok {
+			name, ok := client.ChangedGroupName(ev)
+			if !ok || ev.GetPhase() != pb.Phase_PHASE_BEFORE { // a change made already: acked
 				return client.Allow(), nil
 			}
 			if w := badWord(name, words); w != "" {

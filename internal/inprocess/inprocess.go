@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/imbridge/imbridge/app"
@@ -42,6 +43,7 @@ func Start(config string, with ...func(*app.Config)) (*Bridge, error) {
 	if config != "" {
 		cfg.ConfigFile = filepath.Join(dir, "config.yaml")
 		if err := os.WriteFile(cfg.ConfigFile, []byte(config), 0o600); err != nil {
+			os.RemoveAll(dir)
 			return nil, err
 		}
 	}
@@ -61,19 +63,21 @@ func Start(config string, with ...func(*app.Config)) (*Bridge, error) {
 	case <-listening:
 	case err := <-done:
 		cancel()
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bridge: %v", err)
 	}
-	b.stop = func() {
+	b.stop = sync.OnceFunc(func() {
 		cancel()
 		<-done
 		os.RemoveAll(dir)
-	}
+	})
 	return b, nil
 }
 
 // PostOpenIM sends an OpenIM callback and returns the HTTP status and the answer's fields.
 func (b *Bridge) PostOpenIM(command, body string) (int, map[string]any, error) {
-	resp, err := http.Post("http://"+b.HTTP+"/openim/"+command, "application/json", bytes.NewBufferString(body))
+	hc := http.Client{Timeout: 30 * time.Second}
+	resp, err := hc.Post("http://"+b.HTTP+"/openim/"+command, "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		return 0, nil, err
 	}
