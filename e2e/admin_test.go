@@ -109,6 +109,7 @@ func TestAdminGroups(t *testing.T) {
 
 	member := b.Subscribe(t, &pb.Subscription{Group: "audit", Filter: &pb.EventFilter{Commands: []string{"callbackAfterQuitGroupCommand"}}})
 	b.Subscribe(t, &pb.Subscription{Group: "mods", Decide: true}).Cancel()
+	waitGroupIdle(t, b, "mods") // else its pull, not yet withdrawn, may take the quit
 	postQuit(t, b, "G1")
 	first := member.Next()
 	member.Ack(first.Id)

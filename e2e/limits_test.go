@@ -131,15 +131,7 @@ func TestTailCutOff(t *testing.T) {
 	b := bridgetest.Start(t, bridgetest.Options{MaxUnackedBytes: 64 << 10})
 	stream := slowTail(t, b)
 
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for range posted / 4 {
-				postPadded(t, b, 8<<10)
-			}
-		})
-	}
-	wg.Wait()
+	postPaddedBy4(t, b, posted)
 	bridgetest.WaitFor(t, "the tail cut off", func() bool {
 		return metricValue(t, b, "imbridge_tail_cutoffs_total") == 1
 	})
@@ -171,6 +163,20 @@ func TestTailCutOff(t *testing.T) {
 		last = ev.Sequence
 		received++
 	}
+}
+
+// postPaddedBy4 posts n callbacks of 8 KiB, from 4 posters at once.
+func postPaddedBy4(t *testing.T, b *bridgetest.Bridge, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range n / 4 {
+				postPadded(t, b, 8<<10)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // slowTail opens a live tail that reads only when the test does, on a connection whose fixed

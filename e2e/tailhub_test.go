@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -132,15 +131,7 @@ func TestSlowTailDoesNotHoldOthers(t *testing.T) {
 		}
 		got <- n
 	}()
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for range posted / 4 {
-				postPadded(t, b, 8<<10)
-			}
-		})
-	}
-	wg.Wait()
+	postPaddedBy4(t, b, posted)
 	if n := <-got; n != posted {
 		t.Fatalf("the reading tail got %d events of %d", n, posted)
 	}

@@ -281,7 +281,7 @@ func (g *groupStore) restore(ctx context.Context, group string) (jetstream.Consu
 		return nil, nil
 	}
 	// The embedded log loses every group when it restarts with the bridge: not worth a warning.
-	g.s.logger.Info("consumer group brought back from its record (what it acked past its floor comes again)", "group", group, "floor", floor)
+	g.s.logger.Info("consumer group restored from its record (the log keeps groups in memory: normal after a restart)", "group", group, "floor", floor)
 	return c, nil
 }
 

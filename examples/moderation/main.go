@@ -68,7 +68,7 @@ func run(ctx context.Context, c *client.Client, words []string, logger *slog.Log
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		sub := client.Subscription{Group: "moderation", Filter: client.Kinds(pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED), OnSubscribed: onSubscribed}
+		sub := client.Subscription{Group: "group-names", Filter: client.Kinds(pb.EventKind_EVENT_KIND_GROUP_INFO_CHANGED), OnSubscribed: onSubscribed}
 		return c.Subscribe(ctx, sub, client.DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
 			name, ok := client.ChangedGroupName(ev)
 			if !ok || ev.GetPhase() != pb.Phase_PHASE_BEFORE { // a change made already: acked
