@@ -106,26 +106,29 @@ func handled(t *testing.T, group string, h Handler, ev *pb.Event) (*pb.Subscribe
 	}
 }
 
-// TestLateDecision: a before-callback that reaches the decider past its decide_by is acked
-// without calling it (it was answered already; a nack would only bring it back), and so is one
-// whose handler failed past it.
+// TestLateDecision: a before-callback that reaches the decider past its decide_by is not handed
+// to it: nacked to come back once the bridge has surely answered, acked from then on (an ack
+// before would count as an allow); one whose handler failed past it is nacked to come back then.
 func TestLateDecision(t *testing.T) {
-	past := timestamppb.New(time.Now().Add(-time.Second))
 	called := false
-	r, _ := handled(t, "d", DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
+	decider := DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
 		called = true
 		return Allow(), nil
-	}), &pb.Event{Id: "late", Phase: pb.Phase_PHASE_BEFORE, DecideBy: past})
-	if called || r.GetAck().GetEventId() != "late" {
-		t.Errorf("late event: handler called %v, sent %v; want an ack without a call", called, r)
+	})
+	r, _ := handled(t, "d", decider, &pb.Event{Id: "late", Phase: pb.Phase_PHASE_BEFORE, DecideBy: timestamppb.New(time.Now().Add(-time.Second))})
+	if d := r.GetNack().GetDelay().AsDuration(); called || r.GetNack().GetEventId() != "late" || d <= 0 || d > lateMargin {
+		t.Errorf("event 1 s late: handler called %v, sent %v; want a nack delayed to 2 s past its deadline", called, r)
 	}
-	soon := timestamppb.New(time.Now().Add(20 * time.Millisecond))
+	r, _ = handled(t, "d", decider, &pb.Event{Id: "later", Phase: pb.Phase_PHASE_BEFORE, DecideBy: timestamppb.New(time.Now().Add(-lateMargin - time.Second))})
+	if called || r.GetAck().GetEventId() != "later" {
+		t.Errorf("event long past its deadline: handler called %v, sent %v; want an ack without a call", called, r)
+	}
 	r, _ = handled(t, "d", DeciderFunc(func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
-	}), &pb.Event{Id: "slow", Phase: pb.Phase_PHASE_BEFORE, DecideBy: soon})
-	if r.GetAck().GetEventId() != "slow" {
-		t.Errorf("handler failed past decide_by: sent %v; want an ack", r)
+	}), &pb.Event{Id: "slow", Phase: pb.Phase_PHASE_BEFORE, DecideBy: timestamppb.New(time.Now().Add(20 * time.Millisecond))})
+	if d := r.GetNack().GetDelay().AsDuration(); r.GetNack().GetEventId() != "slow" || d < lateMargin/2 || d > lateMargin {
+		t.Errorf("handler failed at its deadline: sent %v; want a nack delayed until the bridge surely answered", r)
 	}
 }
 

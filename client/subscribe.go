@@ -70,8 +70,9 @@ func (HandlerFunc) decides() bool { return false }
 // the other events its filter selects like a HandlerFunc, its verdict ignored. Its ctx ends at the
 // event's decide_by (read on this machine's clock): a verdict after it is too late, and the
 // callback was answered with its failure policy. An error nacks the event (another member may
-// decide it in time); past decide_by the event is acked instead (nobody can decide it any more),
-// and an event that arrives past it is acked without calling the handler.
+// decide it in time; a failing decider never allows). An event that comes past its decide_by is not
+// handed to the handler: it is acked 2 s after that deadline (an ack counts as an allow while the
+// bridge still waits), nacked to come back then before.
 type DeciderFunc func(ctx context.Context, ev *pb.Event) (*pb.Verdict, error)
 
 func (f DeciderFunc) handle(ctx context.Context, ev *pb.Event) (*pb.Verdict, error) {
@@ -276,16 +277,19 @@ func (s *session) fresh(ev *pb.Event) bool {
 // (streamCtx) lasts.
 func (s *session) handle(ctx, streamCtx context.Context, ev *pb.Event, out chan<- *pb.SubscribeRequest) {
 	deciding := s.h.decides() && ev.GetPhase() == pb.Phase_PHASE_BEFORE
+	var answered time.Time // when the bridge has surely answered the IM server without this decider
 	if deciding && ev.GetDecideBy() != nil {
-		if !time.Now().Before(ev.GetDecideBy().AsTime()) {
-			// The IM server was answered already (the failure policy): nobody can decide it now,
-			// and a nack would only bring it back, past its deadline again.
-			s.c.report(fmt.Errorf("client: group %s: event %s came after its decide_by: acked without deciding", s.sub.Group, ev.Id))
-			out <- ackOf(ev.Id)
+		decideBy := ev.GetDecideBy().AsTime()
+		answered = decideBy.Add(lateMargin)
+		if !time.Now().Before(decideBy) {
+			// Nobody can decide it now. Acked once the bridge has surely answered (an ack before
+			// that would count as an allow); until then handed back, to come again after it.
+			s.c.report(fmt.Errorf("client: group %s: event %s came after its decide_by: not decided", s.sub.Group, ev.Id))
+			out <- s.late(ev.Id, answered)
 			return
 		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, ev.GetDecideBy().AsTime())
+		ctx, cancel = context.WithDeadline(ctx, decideBy)
 		defer cancel()
 	}
 	v, err := s.call(ctx, ev)
@@ -310,21 +314,36 @@ func (s *session) handle(ctx, streamCtx context.Context, ev *pb.Event, out chan<
 		}
 	}
 	if err != nil {
-		if deciding && !time.Now().Before(ev.GetDecideBy().AsTime()) {
-			s.c.report(fmt.Errorf("client: group %s: event %s: %w (past its decide_by: acked)", s.sub.Group, ev.Id, err))
-			out <- ackOf(ev.Id)
-			return
-		}
 		s.c.report(fmt.Errorf("client: group %s: event %s nacked: %w", s.sub.Group, ev.Id, err))
 		nack := &pb.Nack{EventId: ev.Id, Reason: reason(err)}
 		if d, ok := retryAfter(err); ok {
 			nack.Delay = durationpb.New(d)
+		}
+		if deciding && !answered.IsZero() && !time.Now().Before(ev.GetDecideBy().AsTime()) {
+			// Failed past its deadline: it comes again once the bridge has surely answered, and is
+			// acked then (a failing decider never allows).
+			nack.Delay = durationpb.New(max(time.Until(answered), nack.GetDelay().AsDuration()))
 		}
 		out <- &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: nack}}
 		return
 	}
 	s.done.add(ev.Id)
 	out <- ackOf(ev.Id)
+}
+
+// lateMargin is how long after an event's decide_by the client takes the bridge to have answered
+// without it: the bridge's own timer, and the two clocks apart.
+const lateMargin = 2 * time.Second
+
+// late settles a before-callback that came past its decide_by: an ack once answered has passed,
+// else a nack that brings it back then.
+func (s *session) late(id string, answered time.Time) *pb.SubscribeRequest {
+	if wait := time.Until(answered); wait > 0 {
+		return &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{
+			EventId: id, Reason: "past its decide_by", Delay: durationpb.New(wait),
+		}}}
+	}
+	return ackOf(id)
 }
 
 // call runs the handler, a panic turned into an error.
