@@ -317,6 +317,14 @@ func (l *Log) JetStream() jetstream.JetStream { return l.js }
 // Stream is the name of the event stream.
 func (l *Log) Stream() string { return l.opts.Stream }
 
+// readyInfoTimeout bounds readiness's stream info request, and readyFlushTimeout the round trip to
+// this instance's own NATS server that tells a cluster not answering from a node cut off; together
+// within the 2 s a readiness probe waits (gateway).
+const (
+	readyInfoTimeout  = 1500 * time.Millisecond
+	readyFlushTimeout = 300 * time.Millisecond
+)
+
 // Ready reports whether the log can take writes: the connection is up and the stream answers. A
 // cluster that cannot answer for now (electing a leader) is a *LogElecting: that is not this
 // instance's fault.
@@ -326,8 +334,18 @@ func (l *Log) Ready(ctx context.Context) error {
 			return fmt.Errorf("nats: %s", nc.Status())
 		}
 	}
-	if _, err := l.stream.Info(ctx); err != nil {
-		if l.ns == nil && l.electingFor(leaderless(err)) {
+	ictx, cancel := context.WithTimeout(ctx, readyInfoTimeout)
+	_, err := l.stream.Info(ictx)
+	cancel()
+	if err != nil {
+		electing := leaderless(err)
+		if !electing && ictx.Err() != nil && ctx.Err() == nil {
+			// No answer in time: a request to a leader that just died gets none. It is the
+			// cluster's state if this instance's own node still answers (bounded by maxElecting,
+			// after which an instance cut off with a minority is drained).
+			electing = l.nc.FlushTimeout(readyFlushTimeout) == nil
+		}
+		if l.ns == nil && l.electingFor(electing) {
 			return &LogElecting{err: fmt.Errorf("stream info: %w", err)}
 		}
 		return fmt.Errorf("stream info: %w", err)
