@@ -73,8 +73,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 		return nil
 	}
 	if to := msg.Header.Get(groupHeader); to != "" && to != m.sub.Group {
-		_ = msg.Ack() // redriven for another group
-		m.s.groups.acked(m.sub.Group)
+		m.ackLog(msg) // redriven for another group
 		return nil
 	}
 	seq, delivered := md.Sequence.Stream, md.NumDelivered
@@ -158,8 +157,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	m.mu.Unlock()
 	if len(send) == 0 {
 		// Nothing this group wants (the subject filter is coarse), or all of it acked before.
-		_ = msg.Ack()
-		m.s.groups.acked(m.sub.Group)
+		m.ackLog(msg)
 		if kept {
 			m.s.forgetState(m.sub.Group, seq)
 		}
@@ -253,13 +251,25 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 // unreadable reports a log message this member could not deliver whole: err when it is not a record,
 // else the number of its events left out.
 func (m *member) unreadable(subject string, seq uint64, bad int, err error) {
+	m.s.unreadable(m.sub.Group, subject, seq, bad, err)
+}
+
+// unreadable reports a log message not delivered whole to group ("": the live tails): err when it
+// is not a record, else the number of its events left out.
+func (s *Server) unreadable(group, subject string, seq uint64, bad int, err error) {
 	if err != nil {
-		m.s.metrics.rejected.WithLabelValues(rejectRecord).Inc()
-		m.s.logger.Error("unreadable record in the event log: not delivered", "group", m.sub.Group, "seq", seq, "subject", subject, "err", err)
+		s.metrics.rejected.WithLabelValues(rejectRecord).Inc()
+		s.logger.Error("unreadable record in the event log: not delivered", "group", group, "seq", seq, "subject", subject, "err", err)
 		return
 	}
-	m.s.metrics.rejected.WithLabelValues(rejectEvent).Add(float64(bad))
-	m.s.logger.Error("unreadable events in an event log record: not delivered", "group", m.sub.Group, "seq", seq, "subject", subject, "events", bad)
+	s.metrics.rejected.WithLabelValues(rejectEvent).Add(float64(bad))
+	s.logger.Error("unreadable events in an event log record: not delivered", "group", group, "seq", seq, "subject", subject, "events", bad)
+}
+
+// ackLog acks a log message the member is done with; its group's floor moved (groupstate.go).
+func (m *member) ackLog(msg *nats.Msg) {
+	_ = msg.Ack()
+	m.s.groups.acked(m.sub.Group)
 }
 
 // waitFree blocks until the member has a free slot and holds less than maxBytes, and returns how
@@ -431,8 +441,7 @@ func (m *member) letGo(rec *record) {
 		m.mu.Unlock()
 	}()
 	if len(rec.nackedIDs) == 0 && len(rec.unacked) == 0 {
-		_ = rec.msg.Ack()
-		m.s.groups.acked(m.sub.Group)
+		m.ackLog(rec.msg)
 		if rec.kept {
 			m.s.forgetState(m.sub.Group, rec.seq)
 		}

@@ -269,6 +269,3 @@ func (s *Server) Ready(ctx context.Context) error { return s.log.Ready(ctx) }
 // FlushGroupRecords waits, until ctx ends, for the group records being written because a group's
 // last member here left (groupstate.go); Close does it too.
 func (s *Server) FlushGroupRecords(ctx context.Context) { s.groups.wait(ctx) }
-
-// Role is the work this instance does.
-func (s *Server) Role() Role { return s.role }

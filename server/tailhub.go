@@ -125,8 +125,7 @@ func (h *tailHub) read(r *hubReader) {
 		}
 		rec.reset(msg.Subject(), msg.Headers(), msg.Data(), seq)
 		if rec.err != nil {
-			h.s.metrics.rejected.WithLabelValues(rejectRecord).Inc()
-			h.s.logger.Error("unreadable record in the event log: not sent to live tails", "seq", seq, "subject", msg.Subject(), "err", rec.err)
+			h.s.unreadable("", msg.Subject(), seq, 0, rec.err)
 			continue
 		}
 		h.mu.Lock()
@@ -229,7 +228,6 @@ func (r *tailRecord) fill(s *Server) {
 		r.stored, r.decoded = append(r.stored, outgoing{}), append(r.decoded, nil)
 	}
 	if bad > 0 {
-		s.metrics.rejected.WithLabelValues(rejectEvent).Add(float64(bad))
-		s.logger.Error("unreadable events in an event log record: not sent to live tails", "seq", r.seq, "subject", r.subject, "events", bad)
+		s.unreadable("", r.subject, r.seq, bad, nil)
 	}
 }
