@@ -233,3 +233,20 @@ func TestBeforeSetGroupInfoErrors(t *testing.T) {
 	status, out = b.Post(t, http.MethodPost, "/openim/callbackAfterQuitGroupCommand", nil, examples.Must("openim-after-quit-group").Body)
 	assertOpenIMError(t, status, out, http.StatusServiceUnavailable)
 }
+
+// TestDeciderOnAnswerConnection: a decider's events come over the answer path's own NATS
+// connection, not queued behind every other group's deliveries on the shared one. With the shared
+// connection gone, a before-callback is still decided (and a plain group no longer gets anything).
+func TestDeciderOnAnswerConnection(t *testing.T) {
+	t.Parallel()
+	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
+	decider := b.Subscribe(t, &pb.Subscription{Group: "moderation", Decide: true})
+	b.Log.Conn().Close()
+	for range 2 { // the second pull request is sent after the first record: on the answer connection too
+		ch := postAsync(t, b, beforeEx, examples.Must("openim-before-set-group-info-ex").Body)
+		decider.Decide(decider.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
+		if a := waitAnswer(t, ch); !strings.Contains(a.body, `"errMsg":"no"`) {
+			t.Fatalf("answer %s; want the decider's refusal", a.body)
+		}
+	}
+}

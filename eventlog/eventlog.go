@@ -74,9 +74,10 @@ type Log struct {
 	ns   *natsserver.Server // nil with an external server
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	// ac is the answer path's connection (publishes, and the verdicts and presence of server/): apart
-	// from nc, which carries every group's deliveries and acks, so that a publish acknowledgement
-	// does not queue behind them. ajs publishes on it.
+	// ac is the answer path's connection (publishes, and the verdicts, presence and deciders'
+	// deliveries of server/): apart from nc, which carries every other group's deliveries and acks,
+	// so that a publish acknowledgement or a decider's event does not queue behind them. ajs
+	// publishes on it.
 	ac     *nats.Conn
 	ajs    jetstream.JetStream
 	stream jetstream.Stream
@@ -308,7 +309,8 @@ func (l *Log) MaxMessageBytes() int64 {
 func (l *Log) Conn() *nats.Conn { return l.nc }
 
 // AnswerConn is the NATS connection of the answer path: the log's publishes, and traffic an IM
-// server's answer waits on (verdicts). Deliveries do not share it.
+// server's answer waits on (verdicts, and the deliveries and acks of decider groups). Other
+// deliveries do not share it.
 func (l *Log) AnswerConn() *nats.Conn { return l.ac }
 
 // JetStream is the JetStream context, for consumers.

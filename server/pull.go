@@ -23,7 +23,7 @@ import (
 // has ended the batch, so a record handed back at once could go straight to the dead request and
 // wait out the ack wait. Here the subscription is drained before anything is handed back.
 func (m *member) fetch(ctx context.Context) error {
-	nc := m.s.log.Conn()
+	nc := m.conn()
 	// One request is waiting at a time, for at most m.max records; the rest is room for heartbeats.
 	msgs := make(chan *nats.Msg, m.max+pullSlack)
 	sub, err := nc.ChanSubscribe(nc.NewInbox(), msgs)
@@ -77,6 +77,16 @@ func (m *member) fetch(ctx context.Context) error {
 		}
 		whole = got == 0 && tooBig
 	}
+}
+
+// conn is the NATS connection a member pulls on. A decider's events are on the path an IM server
+// waits on (its verdict is the callback's answer), so they come over the answer connection: not
+// queued behind every other group's deliveries on the shared one.
+func (m *member) conn() *nats.Conn {
+	if m.sub.Decide {
+		return m.s.log.AnswerConn()
+	}
+	return m.s.log.Conn()
 }
 
 // pullLost decides what a pull request's outcome means for the member: go on (retry), or end with
