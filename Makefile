@@ -76,7 +76,7 @@ soak:
 
 ## generate: gen/ from proto/ with buf and local plugins.
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc $(TOOLS)/protoc-gen-grpc-gateway $(TOOLS)/protoc-gen-openapiv2
-	rm -rf gen/imbridge gen/openapiv2/*.json
+	rm -rf gen/imbridge gen/gateway gen/openapiv2/*.json
 	buf generate
 
 ## check-generated: fail when gen/ differs from what `make generate` writes.

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/imbridge/imbridge/auth"
+	gw "github.com/imbridge/imbridge/gen/gateway/imbridge/v1"
 	pb "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"github.com/imbridge/imbridge/internal/bufpool"
 	"github.com/imbridge/imbridge/server"
@@ -93,10 +94,10 @@ func New(ctx context.Context, opts Options) (*Handler, error) {
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
 		runtime.WithOutgoingHeaderMatcher(func(string) (string, bool) { return "", false }),
 	)
-	if err := pb.RegisterOpenIMCallbackServiceHandlerServer(ctx, h.mux, opts.OpenIM); err != nil {
+	if err := gw.RegisterOpenIMCallbackServiceHandlerServer(ctx, h.mux, opts.OpenIM); err != nil {
 		return nil, err
 	}
-	if err := pb.RegisterTencentCallbackServiceHandlerServer(ctx, h.mux, opts.Tencent); err != nil {
+	if err := gw.RegisterTencentCallbackServiceHandlerServer(ctx, h.mux, opts.Tencent); err != nil {
 		return nil, err
 	}
 	return h, nil

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extImbridgev1 "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_TencentCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, client TencentCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_TencentCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.TencentCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TencentCallbackRequest
+		protoReq extImbridgev1.TencentCallbackRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -59,9 +60,9 @@ func request_TencentCallbackService_Callback_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func local_request_TencentCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, server TencentCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_TencentCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.TencentCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TencentCallbackRequest
+		protoReq extImbridgev1.TencentCallbackRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -80,9 +81,9 @@ func local_request_TencentCallbackService_Callback_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
-func request_TencentCallbackService_AfterGroupInfoChanged_0(ctx context.Context, marshaler runtime.Marshaler, client TencentCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_TencentCallbackService_AfterGroupInfoChanged_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.TencentCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TencentGroupInfoChangedRequest
+		protoReq extImbridgev1.TencentGroupInfoChangedRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -95,9 +96,9 @@ func request_TencentCallbackService_AfterGroupInfoChanged_0(ctx context.Context,
 	return msg, metadata, err
 }
 
-func local_request_TencentCallbackService_AfterGroupInfoChanged_0(ctx context.Context, marshaler runtime.Marshaler, server TencentCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_TencentCallbackService_AfterGroupInfoChanged_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.TencentCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TencentGroupInfoChangedRequest
+		protoReq extImbridgev1.TencentGroupInfoChangedRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -107,9 +108,9 @@ func local_request_TencentCallbackService_AfterGroupInfoChanged_0(ctx context.Co
 	return msg, metadata, err
 }
 
-func request_TencentCallbackService_AfterMemberExit_0(ctx context.Context, marshaler runtime.Marshaler, client TencentCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_TencentCallbackService_AfterMemberExit_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.TencentCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TencentMemberExitRequest
+		protoReq extImbridgev1.TencentMemberExitRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -122,9 +123,9 @@ func request_TencentCallbackService_AfterMemberExit_0(ctx context.Context, marsh
 	return msg, metadata, err
 }
 
-func local_request_TencentCallbackService_AfterMemberExit_0(ctx context.Context, marshaler runtime.Marshaler, server TencentCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_TencentCallbackService_AfterMemberExit_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.TencentCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq TencentMemberExitRequest
+		protoReq extImbridgev1.TencentMemberExitRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -139,7 +140,7 @@ func local_request_TencentCallbackService_AfterMemberExit_0(ctx context.Context,
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterTencentCallbackServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterTencentCallbackServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server TencentCallbackServiceServer) error {
+func RegisterTencentCallbackServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extImbridgev1.TencentCallbackServiceServer) error {
 	mux.Handle(http.MethodPost, pattern_TencentCallbackService_Callback_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -231,15 +232,15 @@ func RegisterTencentCallbackServiceHandlerFromEndpoint(ctx context.Context, mux 
 // RegisterTencentCallbackServiceHandler registers the http handlers for service TencentCallbackService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterTencentCallbackServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterTencentCallbackServiceHandlerClient(ctx, mux, NewTencentCallbackServiceClient(conn))
+	return RegisterTencentCallbackServiceHandlerClient(ctx, mux, extImbridgev1.NewTencentCallbackServiceClient(conn))
 }
 
 // RegisterTencentCallbackServiceHandlerClient registers the http handlers for service TencentCallbackService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "TencentCallbackServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "TencentCallbackServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extImbridgev1.TencentCallbackServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extImbridgev1.TencentCallbackServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "TencentCallbackServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterTencentCallbackServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client TencentCallbackServiceClient) error {
+// "extImbridgev1.TencentCallbackServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterTencentCallbackServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extImbridgev1.TencentCallbackServiceClient) error {
 	mux.Handle(http.MethodPost, pattern_TencentCallbackService_Callback_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extImbridgev1 "github.com/imbridge/imbridge/gen/imbridge/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_OpenIMCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMCallbackRequest
+		protoReq extImbridgev1.OpenIMCallbackRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -59,9 +60,9 @@ func request_OpenIMCallbackService_Callback_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_Callback_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMCallbackRequest
+		protoReq extImbridgev1.OpenIMCallbackRequest
 		metadata runtime.ServerMetadata
 		err      error
 	)
@@ -80,9 +81,9 @@ func local_request_OpenIMCallbackService_Callback_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func request_OpenIMCallbackService_AfterSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_AfterSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoExRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoExRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -95,9 +96,9 @@ func request_OpenIMCallbackService_AfterSetGroupInfoEx_0(ctx context.Context, ma
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_AfterSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_AfterSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoExRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoExRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -107,9 +108,9 @@ func local_request_OpenIMCallbackService_AfterSetGroupInfoEx_0(ctx context.Conte
 	return msg, metadata, err
 }
 
-func request_OpenIMCallbackService_BeforeSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_BeforeSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoExRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoExRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -122,9 +123,9 @@ func request_OpenIMCallbackService_BeforeSetGroupInfoEx_0(ctx context.Context, m
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_BeforeSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_BeforeSetGroupInfoEx_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoExRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoExRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -134,9 +135,9 @@ func local_request_OpenIMCallbackService_BeforeSetGroupInfoEx_0(ctx context.Cont
 	return msg, metadata, err
 }
 
-func request_OpenIMCallbackService_AfterSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_AfterSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -149,9 +150,9 @@ func request_OpenIMCallbackService_AfterSetGroupInfo_0(ctx context.Context, mars
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_AfterSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_AfterSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -161,9 +162,9 @@ func local_request_OpenIMCallbackService_AfterSetGroupInfo_0(ctx context.Context
 	return msg, metadata, err
 }
 
-func request_OpenIMCallbackService_BeforeSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_BeforeSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -176,9 +177,9 @@ func request_OpenIMCallbackService_BeforeSetGroupInfo_0(ctx context.Context, mar
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_BeforeSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_BeforeSetGroupInfo_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMSetGroupInfoRequest
+		protoReq extImbridgev1.OpenIMSetGroupInfoRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -188,9 +189,9 @@ func local_request_OpenIMCallbackService_BeforeSetGroupInfo_0(ctx context.Contex
 	return msg, metadata, err
 }
 
-func request_OpenIMCallbackService_AfterQuitGroup_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_AfterQuitGroup_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMQuitGroupRequest
+		protoReq extImbridgev1.OpenIMQuitGroupRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -203,9 +204,9 @@ func request_OpenIMCallbackService_AfterQuitGroup_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_AfterQuitGroup_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_AfterQuitGroup_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMQuitGroupRequest
+		protoReq extImbridgev1.OpenIMQuitGroupRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -215,9 +216,9 @@ func local_request_OpenIMCallbackService_AfterQuitGroup_0(ctx context.Context, m
 	return msg, metadata, err
 }
 
-func request_OpenIMCallbackService_AfterKickGroup_0(ctx context.Context, marshaler runtime.Marshaler, client OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_OpenIMCallbackService_AfterKickGroup_0(ctx context.Context, marshaler runtime.Marshaler, client extImbridgev1.OpenIMCallbackServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMKickGroupRequest
+		protoReq extImbridgev1.OpenIMKickGroupRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -230,9 +231,9 @@ func request_OpenIMCallbackService_AfterKickGroup_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func local_request_OpenIMCallbackService_AfterKickGroup_0(ctx context.Context, marshaler runtime.Marshaler, server OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_OpenIMCallbackService_AfterKickGroup_0(ctx context.Context, marshaler runtime.Marshaler, server extImbridgev1.OpenIMCallbackServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq OpenIMKickGroupRequest
+		protoReq extImbridgev1.OpenIMKickGroupRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -247,7 +248,7 @@ func local_request_OpenIMCallbackService_AfterKickGroup_0(ctx context.Context, m
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterOpenIMCallbackServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterOpenIMCallbackServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server OpenIMCallbackServiceServer) error {
+func RegisterOpenIMCallbackServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extImbridgev1.OpenIMCallbackServiceServer) error {
 	mux.Handle(http.MethodPost, pattern_OpenIMCallbackService_Callback_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -419,15 +420,15 @@ func RegisterOpenIMCallbackServiceHandlerFromEndpoint(ctx context.Context, mux *
 // RegisterOpenIMCallbackServiceHandler registers the http handlers for service OpenIMCallbackService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterOpenIMCallbackServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterOpenIMCallbackServiceHandlerClient(ctx, mux, NewOpenIMCallbackServiceClient(conn))
+	return RegisterOpenIMCallbackServiceHandlerClient(ctx, mux, extImbridgev1.NewOpenIMCallbackServiceClient(conn))
 }
 
 // RegisterOpenIMCallbackServiceHandlerClient registers the http handlers for service OpenIMCallbackService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "OpenIMCallbackServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "OpenIMCallbackServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extImbridgev1.OpenIMCallbackServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extImbridgev1.OpenIMCallbackServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "OpenIMCallbackServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterOpenIMCallbackServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client OpenIMCallbackServiceClient) error {
+// "extImbridgev1.OpenIMCallbackServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterOpenIMCallbackServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extImbridgev1.OpenIMCallbackServiceClient) error {
 	mux.Handle(http.MethodPost, pattern_OpenIMCallbackService_Callback_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
