@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,6 +12,10 @@ import (
 func TestDependencies(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/imbridge/imbridge/client").Output()
 	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			t.Fatalf("go list: %v: %s", err, exit.Stderr)
+		}
 		t.Fatalf("go list: %v", err)
 	}
 	for _, dep := range strings.Fields(string(out)) {

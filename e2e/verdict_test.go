@@ -236,7 +236,7 @@ func TestBeforeSetGroupInfoErrors(t *testing.T) {
 
 // TestDeciderOnAnswerConnection: a decider's events come over the answer path's own NATS
 // connection, not queued behind every other group's deliveries on the shared one. With the shared
-// connection gone, a before-callback is still decided (and a plain group no longer gets anything).
+// connection gone, a before-callback is still decided.
 func TestDeciderOnAnswerConnection(t *testing.T) {
 	t.Parallel()
 	b := bridgetest.Start(t, bridgetest.Options{Policies: &server.Policies{Default: server.CommandPolicy{Deadline: dur(15 * time.Second)}}})
