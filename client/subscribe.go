@@ -83,7 +83,7 @@ func (DeciderFunc) decides() bool { return true }
 
 // Subscribe runs the subscription until ctx ends (it returns ctx's error), the Client is closed
 // (ErrClosed), or the bridge refuses it for good: INVALID_ARGUMENT, FAILED_PRECONDITION (a group in
-// use with other settings, an instance that serves no subscribers), PERMISSION_DENIED,
+// use with other settings, an instance that serves no such subscription), PERMISSION_DENIED,
 // UNAUTHENTICATED, UNIMPLEMENTED; it returns that error. A stream that breaks is opened again after
 // a backoff; events handled but not yet acked come again then. Subscribe may run several
 // subscriptions on one Client at once.

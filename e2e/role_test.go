@@ -49,9 +49,11 @@ func TestTiers(t *testing.T) {
 		t.Errorf("before-callback on the ingest instance: %d %s; want the refusal of the decider on the deliver instance", ans.status, ans.body)
 	}
 
-	err := subscribeErr(t, ingest, &pb.Subscription{Group: "audit"})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--role ingest") {
-		t.Errorf("subscribing at the ingest instance: %v; want FailedPrecondition naming its role", err)
+	for _, sub := range []*pb.Subscription{{Group: "audit"}, {Filter: &pb.EventFilter{GroupIds: []string{"G1"}}}} {
+		err := subscribeErr(t, ingest, sub)
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--role ingest") {
+			t.Errorf("subscribing %v at the ingest instance: %v; want FailedPrecondition naming its role", sub, err)
+		}
 	}
 	for _, path := range []string{"/openim/callbackAfterQuitGroupCommand", beforeEx} {
 		code, out := deliver.Post(t, http.MethodPost, path, nil, []byte(`{"groupID":"G1","userID":"u"}`))
@@ -66,6 +68,29 @@ func TestTiers(t *testing.T) {
 	}
 	if _, err := deliver.OpenIM.Callback(t.Context(), &pb.OpenIMCallbackRequest{Command: "callbackAfterQuitGroupCommand"}); status.Code(err) != codes.Unavailable {
 		t.Errorf("callback RPC to the deliver instance: %v; want Unavailable", err)
+	}
+}
+
+// TestIngestTakesDeciders: a decider may connect to an ingest instance, its traffic then running
+// with the callbacks' rather than behind the deliveries; it decides callbacks posted to that instance
+// and to another.
+func TestIngestTakesDeciders(t *testing.T) {
+	t.Parallel()
+	url := bridgetest.ExternalNATS(t)
+	ingest := bridgetest.Start(t, bridgetest.Options{NATSURL: url, Role: server.RoleIngest})
+	other := bridgetest.Start(t, bridgetest.Options{NATSURL: url, Role: server.RoleIngest})
+	dec := ingest.Subscribe(t, &pb.Subscription{Group: "mod", Decide: true, Filter: &pb.EventFilter{Commands: []string{"callbackBeforeSetGroupInfoExCommand"}}})
+	admin := pb.NewAdminServiceClient(other.Conn)
+	bridgetest.WaitFor(t, "the other instance knows the decider", func() bool {
+		g, err := admin.GetGroup(t.Context(), &pb.GetGroupRequest{Name: "mod"})
+		return err == nil && g.MembersElsewhere == 1
+	})
+	for _, at := range []*bridgetest.Bridge{ingest, other} {
+		ch := postAsync(t, at, beforeEx, []byte(`{"groupID":"G1","groupName":"bad name"}`))
+		dec.Decide(dec.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})
+		if ans := waitAnswer(t, ch); ans.status != http.StatusOK || !strings.Contains(ans.body, `"nextCode":1`) {
+			t.Errorf("before-callback: %d %s; want the refusal of the decider on the ingest instance", ans.status, ans.body)
+		}
 	}
 }
 

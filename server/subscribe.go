@@ -23,9 +23,6 @@ const MaxInFlight = 10000
 // Subscribe streams events to one subscriber. A group is a durable JetStream consumer shared by its
 // members; a subscription without a group is an ordered, ephemeral consumer of new events.
 func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
-	if !s.role.Delivers() {
-		return errNotDeliver
-	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -33,6 +30,9 @@ func (s *Server) Subscribe(stream pb.EventService_SubscribeServer) error {
 	sub := first.GetSubscription()
 	if err := validateSubscription(sub); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !s.role.Delivers() && !sub.Decide {
+		return errNotDeliver // an ingest instance takes deciders only
 	}
 	if err := auth.AllowSubscription(stream.Context(), sub); err != nil {
 		return err

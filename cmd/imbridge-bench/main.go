@@ -74,7 +74,7 @@ func main() {
 	flag.IntVar(&cfg.Backlog, "backlog", 200000, "events stored before one subscriber drains them")
 	flag.StringVar(&fanout, "fan-out", "1,4,16", "subscriber group counts for the fan-out runs")
 	flag.StringVar(&cfg.Profile, "profile", "", "save the bridge's CPU profile, allocations and execution trace of each measured run in this directory (for diagnosis: tracing slows the bridge)")
-	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order,answer,deliveries,verdict-busy", "which scenarios to run (the baseline always runs); also cluster: 2 bridges on a 3-node JetStream cluster against 1 on 1 node; tiers: the 200-group answer run with an ingest and a deliver instance")
+	flag.StringVar(&scenarios, "scenarios", "ingest,fan-out,verdict,backlog,order,answer,deliveries,verdict-busy", "which scenarios to run (the baseline always runs); also cluster: 2 bridges on a 3-node JetStream cluster against 1 on 1 node; tiers: the 200-group answer run with an ingest and a deliver instance, and the busy verdict run with the decider on either")
 	flag.Float64Var(&cfg.AnswerRate, "answer-rate", 200, "offered req/s of the answer and verdict-busy runs (open loop)")
 	flag.IntVar(&cfg.AnswerBacklog, "answer-backlog", 100000, "events stored before 4 groups drain them in the answer run")
 	flag.IntVar(&cfg.OrderEvents, "order-events", 40000, "events (over 1000 IM groups) stored before 4 members of a group drain them, ordered and not")
@@ -206,6 +206,9 @@ func run(cfg config) (*report, error) {
 	}
 	if cfg.wants("tiers") {
 		if err := tierScenarios(ctx, cfg, dataDir, rep); err != nil {
+			return nil, err
+		}
+		if err := tierVerdicts(ctx, cfg, dataDir, rep); err != nil {
 			return nil, err
 		}
 	}

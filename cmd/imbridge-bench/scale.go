@@ -244,32 +244,9 @@ func verdictBusy(ctx context.Context, cfg config, dataDir func(string) string, r
 		var res loadResult
 		// The decider runs in this process; the busy groups in a child process, as the answer runs'.
 		err := withBridge(cfg, dataDir(name), false, 0, verdictDecider, func(br *server, _ *receipts) error {
-			busy := make(chan error, 1)
-			if n > 0 {
-				rs, err := subscribeRemote(br.grpcAddr, cfg.auth, groupSubs(n))
-				if err != nil {
-					return err
-				}
-				defer rs.close()
-				go func() {
-					_, err := load(ctx, br.httpAddr, afterRequests(br.httpAddr, cfg.auth), cfg.OpenConns, cfg.AnswerRate, cfg.Warmup+cfg.Duration, 0)
-					busy <- err
-				}()
-			} else {
-				busy <- nil
-			}
-			reqs := beforeRequests(br.httpAddr, cfg.auth)
-			if _, err := load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0); err != nil {
-				return err
-			}
-			done := profile(cfg, br, name)
 			var err error
-			res, err = load(ctx, br.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
-			done()
-			if err != nil {
-				return err
-			}
-			return <-busy
+			res, err = busyVerdicts(ctx, cfg, br, br, n, name)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -286,4 +263,91 @@ func verdictBusy(ctx context.Context, cfg config, dataDir func(string) string, r
 		rep.metric(name, "p99 / quiet", ratio, "x", "", true)
 	}
 	return nil
+}
+
+// busyVerdicts posts before-callbacks at cfg.AnswerRate to ingest and measures their answers, while
+// after-callbacks at the same rate keep n acking groups busy, connected to deliver from a child
+// process (the groups get the before-callbacks too). The decider is the caller's.
+func busyVerdicts(ctx context.Context, cfg config, ingest, deliver *server, n int, name string) (loadResult, error) {
+	busy := make(chan error, 1)
+	if n > 0 {
+		rs, err := subscribeRemote(deliver.grpcAddr, cfg.auth, groupSubs(n))
+		if err != nil {
+			return loadResult{}, err
+		}
+		defer rs.close()
+		go func() {
+			_, err := load(ctx, ingest.httpAddr, afterRequests(ingest.httpAddr, cfg.auth), cfg.OpenConns, cfg.AnswerRate, cfg.Warmup+cfg.Duration, 0)
+			busy <- err
+		}()
+	} else {
+		busy <- nil
+	}
+	reqs := beforeRequests(ingest.httpAddr, cfg.auth)
+	if _, err := load(ctx, ingest.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Warmup, 0); err != nil {
+		return loadResult{}, err
+	}
+	done := profile(cfg, ingest, name)
+	res, err := load(ctx, ingest.httpAddr, reqs, cfg.OpenConns, cfg.AnswerRate, cfg.Duration, 0)
+	done()
+	if err != nil {
+		return res, err
+	}
+	return res, <-busy
+}
+
+// tierVerdicts: before-callbacks to the ingest instance of two tiers (as tierRun's) while 200 groups
+// on the deliver instance, at nice 10, are kept busy; the decider connected to the deliver instance,
+// then to the ingest instance, where its traffic runs with the answers.
+func tierVerdicts(ctx context.Context, cfg config, dataDir func(string) string, rep *report) error {
+	var onDeliver time.Duration
+	for _, at := range []string{"deliver", "ingest"} {
+		name := "tiers verdict, decider on " + at
+		step(name)
+		res, err := tierVerdictRun(ctx, cfg, dataDir(name), at, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		rep.latency(name, fmt.Sprintf("before-callback answer, 1 decider, 200 busy groups, %.0f req/s", cfg.AnswerRate), res.Latencies, "", true)
+		rep.generator(name, res, true)
+		rep.errors(name, res)
+		p99 := percentile(res.Latencies, 99)
+		if at == "deliver" {
+			onDeliver = p99
+			continue
+		}
+		rep.metric(name, "p99 / decider on deliver", float64(p99)/float64(onDeliver), "x", "", true)
+	}
+	return nil
+}
+
+// tierVerdictRun is one tierVerdicts run on a fresh NATS server, the decider on the instance that
+// at names ("ingest" or "deliver").
+func tierVerdictRun(ctx context.Context, cfg config, dir, at, name string) (loadResult, error) {
+	url, stopNATS, err := startNATSProcess(filepath.Join(dir, "nats"))
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer stopNATS()
+	args := append([]string{"--nats-url", url}, cfg.auth.bridgeArgs()...)
+	ingest, err := startBridge(cfg.Bridge, filepath.Join(dir, "ingest"), false, cfg.Profile != "", append(args, "--role", "ingest")...)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer ingest.stop()
+	deliver, err := startBridgeNice(10, cfg.Bridge, filepath.Join(dir, "deliver"), false, false, append(args, "--role", "deliver")...)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer deliver.stop()
+	decideAt := deliver
+	if at == "ingest" {
+		decideAt = ingest
+	}
+	dec, err := subscribe(decideAt.grpcAddr, cfg.auth, verdictDecider, nil)
+	if err != nil {
+		return loadResult{}, err
+	}
+	defer dec.close()
+	return busyVerdicts(ctx, cfg, ingest, deliver, 200, name)
 }

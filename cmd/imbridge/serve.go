@@ -33,7 +33,7 @@ func newServeFlags(cfg *app.Config) (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", app.DefaultGRPCAddr, "gRPC address for subscribers, grpcurl and health checks")
 	fs.StringVar(&cfg.DataDir, "data-dir", "data", "directory of the embedded event log")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS server or cluster instead of the embedded one: nats://host:4222, or several seed URLs comma-separated (README, Scaling out)")
-	fs.StringVar(&cfg.Role, "role", string(server.RoleAll), "the work this instance does: all; ingest (callbacks and verdict waits, no subscribers); deliver (subscribers, no callbacks). ingest and deliver need --nats-url (README, Scaling out)")
+	fs.StringVar(&cfg.Role, "role", string(server.RoleAll), "the work this instance does: all; ingest (callbacks, verdict waits and deciders, no other subscribers); deliver (subscribers, no callbacks). ingest and deliver need --nats-url (README, Scaling out)")
 	fs.IntVar(&cfg.StreamReplicas, "stream-replicas", 0, "replicas of the event log's stream (and of its dead letters and buckets; groups inherit them); 0: 1 embedded, 3 on an external cluster of 3 or more servers")
 	fs.StringVar(&cfg.StreamCluster, "stream-cluster", "", "JetStream placement of a new stream: the NATS cluster to put it in")
 	fs.Var((*listFlag)(&cfg.StreamTags), "stream-tags", "JetStream placement of a new stream: server tags its replicas must have (comma-separated)")
