@@ -400,7 +400,8 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // servedBy tells, for each of the bridge's gRPC services, whether an instance with role serves it
-// (the others answer with an error only).
+// (the others answer with an error only; an ingest instance's EventService serves deciders alone,
+// and says not serving, so that a subscribers' pool skips it).
 func servedBy(role server.Role) map[string]bool {
 	return map[string]bool{
 		pb.OpenIMCallbackService_ServiceDesc.ServiceName:  role.Ingests(),

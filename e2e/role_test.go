@@ -85,6 +85,19 @@ func TestIngestTakesDeciders(t *testing.T) {
 		g, err := admin.GetGroup(t.Context(), &pb.GetGroupRequest{Name: "mod"})
 		return err == nil && g.MembersElsewhere == 1
 	})
+	// A group that delivers is not turned into a decider (and its deliveries into the ingest tier's).
+	deliver := bridgetest.Start(t, bridgetest.Options{NATSURL: url, Role: server.RoleDeliver})
+	plain := deliver.Subscribe(t, &pb.Subscription{Group: "audit"})
+	plain.Cancel()
+	ingestAdmin := pb.NewAdminServiceClient(ingest.Conn)
+	bridgetest.WaitFor(t, "the ingest instance knows the group idle", func() bool {
+		g, err := ingestAdmin.GetGroup(t.Context(), &pb.GetGroupRequest{Name: "audit"})
+		return err == nil && g.MembersElsewhere == 0 && g.MembersHere == 0
+	})
+	err := subscribeErr(t, ingest, &pb.Subscription{Group: "audit", Decide: true})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "does not decide") {
+		t.Errorf("decider joining a delivering group at the ingest instance: %v; want FailedPrecondition", err)
+	}
 	for _, at := range []*bridgetest.Bridge{ingest, other} {
 		ch := postAsync(t, at, beforeEx, []byte(`{"groupID":"G1","groupName":"bad name"}`))
 		dec.Decide(dec.Next().Id, &pb.Verdict{Decision: pb.Decision_DECISION_REFUSE, Message: "no"})

@@ -138,6 +138,12 @@ func (s *Server) groupConsumer(ctx context.Context, sub *pb.Subscription, inUse 
 			"consumer group %s is in use with other settings (filter %v, decide %v, ack_wait %v, max_deliveries %d): members of a group must agree",
 			sub.Group, have.GetFilter(), have.Decide, have.GetAckWait().AsDuration(), have.MaxDeliveries)
 	}
+	// An ingest instance serves deciders only: it does not turn a group that delivers into one that
+	// decides, and take on its deliveries (and its backlog).
+	if !s.role.Delivers() && !have.Decide {
+		return nil, 0, status.Errorf(codes.FailedPrecondition,
+			"consumer group %s exists and does not decide; this instance serves deciders only (--role ingest): replace its settings at an instance with --role deliver or all", sub.Group)
+	}
 	// Replacing a group's settings changes what every member gets from then on (a narrower filter
 	// skips events the group would have had): where subscribers have tokens, that takes admin.
 	if p := auth.FromContext(ctx); p != nil && !p.MayManageGroups() {

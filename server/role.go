@@ -22,7 +22,7 @@ const (
 	// RoleIngest takes callbacks (HTTP and the callback RPCs), stores them and waits for verdicts;
 	// of subscribers it serves deciders only.
 	RoleIngest Role = "ingest"
-	// RoleDeliver serves subscribers and the AdminService; it takes no callback.
+	// RoleDeliver serves subscribers; it takes no callback. Every role serves the AdminService.
 	RoleDeliver Role = "deliver"
 )
 
@@ -47,5 +47,5 @@ var (
 	errNotIngest = status.Error(codes.Unavailable,
 		"this instance takes no callbacks (--role deliver): point the IM server at an instance with --role ingest or all")
 	errNotDeliver = status.Error(codes.FailedPrecondition,
-		"this instance serves deciders only (--role ingest): subscribe at an instance with --role deliver or all, or as a decider (decide: true)")
+		"this instance serves deciders only (--role ingest): subscribe at an instance with --role deliver or all")
 )
