@@ -277,9 +277,11 @@ func (s *session) fresh(ev *pb.Event) bool {
 // (streamCtx) lasts.
 func (s *session) handle(ctx, streamCtx context.Context, ev *pb.Event, out chan<- *pb.SubscribeRequest) {
 	deciding := s.h.decides() && ev.GetPhase() == pb.Phase_PHASE_BEFORE
-	var answered time.Time // when the bridge has surely answered the IM server without this decider
+	// decideBy, answered: the event's deadline, and when the bridge has surely answered the IM
+	// server without this decider; zero when it is not decided here.
+	var decideBy, answered time.Time
 	if deciding && ev.GetDecideBy() != nil {
-		decideBy := ev.GetDecideBy().AsTime()
+		decideBy = ev.GetDecideBy().AsTime()
 		answered = decideBy.Add(lateMargin)
 		if !time.Now().Before(decideBy) {
 			// Nobody can decide it now. Acked once the bridge has surely answered (an ack before
@@ -319,7 +321,7 @@ func (s *session) handle(ctx, streamCtx context.Context, ev *pb.Event, out chan<
 		if d, ok := retryAfter(err); ok {
 			nack.Delay = durationpb.New(d)
 		}
-		if deciding && !answered.IsZero() && !time.Now().Before(ev.GetDecideBy().AsTime()) {
+		if !decideBy.IsZero() && !time.Now().Before(decideBy) {
 			// Failed past its deadline: it comes again once the bridge has surely answered, and is
 			// acked then (a failing decider never allows).
 			nack.Delay = durationpb.New(max(time.Until(answered), nack.GetDelay().AsDuration()))

@@ -79,7 +79,7 @@ func (m *member) handle(ctx context.Context, msg *nats.Msg) error {
 	seq, delivered := md.Sequence.Stream, md.NumDelivered
 	evs, bad, err := m.events(msg.Header, msg.Data, seq)
 	if (err != nil || bad > 0) && delivered <= 1 {
-		m.unreadable(msg.Subject, seq, bad, err)
+		m.s.unreadable(m.sub.Group, msg.Subject, seq, bad, err)
 	}
 	if err != nil || len(evs) == 0 && bad > 0 {
 		term(msg, "imbridge: unreadable record")
@@ -246,12 +246,6 @@ func (m *member) events(hdr nats.Header, data []byte, seq uint64) (out []outgoin
 		}
 	}
 	return out, bad, nil
-}
-
-// unreadable reports a log message this member could not deliver whole: err when it is not a record,
-// else the number of its events left out.
-func (m *member) unreadable(subject string, seq uint64, bad int, err error) {
-	m.s.unreadable(m.sub.Group, subject, seq, bad, err)
 }
 
 // unreadable reports a log message not delivered whole to group ("": the live tails): err when it

@@ -159,7 +159,7 @@ func (m *member) readTail(ctx context.Context, msgs jetstream.MessagesContext, q
 		}
 		evs, bad, err := m.events(msg.Headers(), msg.Data(), seq)
 		if err != nil || bad > 0 {
-			m.unreadable(msg.Subject(), seq, bad, err)
+			m.s.unreadable(m.sub.Group, msg.Subject(), seq, bad, err)
 		}
 		if q.push(evs, seq) {
 			msgs.Stop()

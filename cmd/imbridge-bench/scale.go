@@ -180,25 +180,38 @@ func tierScenarios(ctx context.Context, cfg config, dataDir func(string) string,
 // tierRun is one tier variant on a fresh NATS server: an ingest instance, and a deliver instance
 // when v has subscribers.
 func tierRun(ctx context.Context, cfg config, dir string, v answerVariant) (res loadResult, caughtUp time.Duration, err error) {
+	ingest, deliver, stop, err := startTiers(cfg, dir, v.subs != nil)
+	if err != nil {
+		return res, 0, err
+	}
+	defer stop()
+	return answerLoad(ctx, cfg, ingest, deliver, filepath.Base(dir), v)
+}
+
+// startTiers starts a NATS server (a child process) and an instance with --role ingest on it, and
+// with withDeliver one with --role deliver at nice 10 (else deliver is the ingest instance); stop
+// stops them all.
+func startTiers(cfg config, dir string, withDeliver bool) (ingest, deliver *server, stop func(), err error) {
 	url, stopNATS, err := startNATSProcess(filepath.Join(dir, "nats"))
 	if err != nil {
-		return res, 0, err
+		return nil, nil, nil, err
 	}
-	defer stopNATS()
 	args := append([]string{"--nats-url", url}, cfg.auth.bridgeArgs()...)
-	ingest, err := startBridge(cfg.Bridge, filepath.Join(dir, "ingest"), false, cfg.Profile != "", append(args, "--role", "ingest")...)
+	ingest, err = startBridge(cfg.Bridge, filepath.Join(dir, "ingest"), false, cfg.Profile != "", append(args, "--role", "ingest")...)
 	if err != nil {
-		return res, 0, err
+		stopNATS()
+		return nil, nil, nil, err
 	}
-	defer ingest.stop()
-	deliver := ingest
-	if v.subs != nil {
-		if deliver, err = startBridgeNice(10, cfg.Bridge, filepath.Join(dir, "deliver"), false, false, append(args, "--role", "deliver")...); err != nil {
-			return res, 0, err
-		}
-		defer deliver.stop()
+	if !withDeliver {
+		return ingest, ingest, func() { ingest.stop(); stopNATS() }, nil
 	}
-	return answerLoad(ctx, cfg, ingest, deliver, filepath.Base(dir), v)
+	deliver, err = startBridgeNice(10, cfg.Bridge, filepath.Join(dir, "deliver"), false, false, append(args, "--role", "deliver")...)
+	if err != nil {
+		ingest.stop()
+		stopNATS()
+		return nil, nil, nil, err
+	}
+	return ingest, deliver, func() { deliver.stop(); ingest.stop(); stopNATS() }, nil
 }
 
 // deliveryRates: after-callbacks as fast as they are answered (cfg.Conns connections, closed loop)
@@ -324,22 +337,11 @@ func tierVerdicts(ctx context.Context, cfg config, dataDir func(string) string, 
 // tierVerdictRun is one tierVerdicts run on a fresh NATS server, the decider on the instance that
 // at names ("ingest" or "deliver").
 func tierVerdictRun(ctx context.Context, cfg config, dir, at, name string) (loadResult, error) {
-	url, stopNATS, err := startNATSProcess(filepath.Join(dir, "nats"))
+	ingest, deliver, stop, err := startTiers(cfg, dir, true)
 	if err != nil {
 		return loadResult{}, err
 	}
-	defer stopNATS()
-	args := append([]string{"--nats-url", url}, cfg.auth.bridgeArgs()...)
-	ingest, err := startBridge(cfg.Bridge, filepath.Join(dir, "ingest"), false, cfg.Profile != "", append(args, "--role", "ingest")...)
-	if err != nil {
-		return loadResult{}, err
-	}
-	defer ingest.stop()
-	deliver, err := startBridgeNice(10, cfg.Bridge, filepath.Join(dir, "deliver"), false, false, append(args, "--role", "deliver")...)
-	if err != nil {
-		return loadResult{}, err
-	}
-	defer deliver.stop()
+	defer stop()
 	decideAt := deliver
 	if at == "ingest" {
 		decideAt = ingest
