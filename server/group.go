@@ -277,6 +277,9 @@ func settingsOf(cfg jetstream.ConsumerConfig) (*pb.Subscription, error) {
 		}
 		ackWait = d
 	}
+	if ackWait != 0 && ackWait < MinAckWait { // 0: the default; a consumer without the stored ack_wait
+		return nil, fmt.Errorf("ack wait %v: want at least %v", ackWait, MinAckWait)
+	}
 	order := pb.Order_ORDER_UNSPECIFIED
 	switch raw := cfg.Metadata[metaOrder]; raw {
 	case "":
